@@ -1,0 +1,36 @@
+# traceTorch developer commands. Each target installs what it needs first.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+.PHONY: help install demo test test-rust test-python lint bench
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install:  ## build the Rust engine and install tracetorch with its test dependencies (editable)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e '.[test]'
+
+demo: install  ## the main job: train an SNN, export it, stream it on the Rust engine, compare
+	$(PYTHON) -m tracetorch demo
+
+test: install test-rust test-python lint  ## every test: Rust crates, Python suite, lint
+
+test-rust:  ## Rust unit and integration tests
+	cargo test --workspace
+
+test-python:  ## the Python suite (cross-checks against PyTorch and the reference releases)
+	$(PYTHON) -m pytest -q
+
+lint:  ## formatting and lint, Rust and Python
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+	$(PYTHON) -m ruff check tracetorch python_tests benchmarks examples docs tools
+	$(PYTHON) -m ruff format --check tracetorch python_tests benchmarks examples docs tools
+	$(PYTHON) -m mypy
+	$(PYTHON) -m mypy.stubtest tracetorch._native
+
+bench: install  ## benchmark tables (not part of the tests)
+	$(PYTHON) benchmarks/bench_training.py
+	$(PYTHON) benchmarks/bench_streaming.py

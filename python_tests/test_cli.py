@@ -1,0 +1,100 @@
+"""The ``tracetorch`` command: demo (the main job), export, run, inspect, bench."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import tracetorch as tt
+from tracetorch.cli import main
+
+
+@pytest.mark.parametrize("dataset", ["digits", "motion"])
+def test_demo_quick_run(dataset: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--dataset", dataset, "--epochs", "1", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "PyTorch and the engine agree." in printed
+    assert (tmp_path / f"{dataset}.safetensors").stat().st_size > 0
+    figure = tmp_path / f"{dataset}.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 20_000
+    accuracy = next(line for line in printed.splitlines() if line.startswith("test accuracy"))
+    torch_accuracy, engine_accuracy = accuracy.split("|")[1:]
+    assert torch_accuracy.strip() == engine_accuracy.strip()
+    close, steps = (int(v) for v in printed.split("within 1e-4 at ")[1].split(" timesteps")[0]
+                    .split(" of "))  # fmt: skip
+    assert close >= 0.99 * steps
+
+
+def test_python_dash_m_entry_point() -> None:
+    result = subprocess.run([sys.executable, "-m", "tracetorch", "--help"],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    for command in ("demo", "export", "run", "inspect", "bench"):
+        assert command in result.stdout
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> tuple[Path, nn.Module]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), tt.snn.RLIB(5), nn.Linear(5, 2), tt.snn.LI(2)).eval()
+    path = tmp_path / "model.safetensors"
+    tt.export(model, torch.zeros(1, 3), path)
+    return path, model
+
+
+def test_run_csv_and_npy(model_file: tuple[Path, nn.Module], tmp_path: Path) -> None:
+    path, _ = model_file
+    inputs = np.random.default_rng(0).normal(size=(12, 3)).astype(np.float32)
+    expected = tt.runtime.load(path).run(inputs)
+    np.savetxt(tmp_path / "in.csv", inputs, delimiter=",", fmt="%.9g")
+    assert main(["run", str(path), str(tmp_path / "in.csv"), "--out", str(tmp_path / "o.csv")]) == 0
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "o.csv", delimiter=","), expected, atol=1e-6)
+    np.save(tmp_path / "in.npy", inputs)
+    assert main(["run", str(path), str(tmp_path / "in.npy"), "--out", str(tmp_path / "o.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), expected)
+
+
+def test_inspect(model_file: tuple[Path, nn.Module], capsys: pytest.CaptureFixture[str]) -> None:
+    path, model = model_file
+    assert main(["inspect", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "input [3], output '3'" in printed
+    assert "neuron" in printed and "binary recurrent" in printed
+    expected = sum(p.numel() for p in model.parameters())  # Linear weights + neuron parameters
+    assert f"4 nodes, {expected} parameters" in printed
+
+
+def test_bench(model_file: tuple[Path, nn.Module], capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = model_file
+    assert main(["bench", str(path), "--steps", "300", "--streams", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "step() from Python: median" in printed and "run() (Rust loop)" in printed
+
+
+def test_export_from_a_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "my_models.py").write_text(
+        "import torch, tracetorch as tt\n"
+        "def build():\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(4, 3), tt.snn.LIB(3))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(1)
+    weights = {"0.weight": torch.randn(3, 4), "0.bias": torch.randn(3),
+               "1.raw_beta": torch.zeros(3), "1.raw_threshold": torch.zeros(3),
+               "1.raw_bias": torch.zeros(3)}  # fmt: skip
+    torch.save(weights, tmp_path / "w.pt")
+    out = tmp_path / "m.safetensors"
+    args = ["export", "my_models:build", str(out), "--example-shape", "1,4",
+            "--state-dict", str(tmp_path / "w.pt")]  # fmt: skip
+    assert main(args) == 0
+    engine = tt.runtime.load(out)
+    x = np.ones(4, np.float32)
+    expected = (weights["0.weight"] @ torch.ones(4) + weights["0.bias"]).numpy()
+    # beta = sigmoid(0) = 0.5 is irrelevant at the first step; threshold softplus(0) = ln 2.
+    spike = 1 / (1 + np.exp(-4 * (expected - np.log(2))))
+    np.testing.assert_allclose(engine.step(x), spike, rtol=1e-5)

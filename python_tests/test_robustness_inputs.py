@@ -1,0 +1,196 @@
+"""Bad step inputs: the policy of docs/errors.md, and refused calls change nothing.
+
+Policy: anything numpy turns into a real-valued array of the right shape is
+converted to float32 (float64, ints, bools, lists, any strides); other dtypes,
+None, ragged lists, wrong shapes and NaN or infinite values raise
+EngineInputError, and every state stays exactly as it was.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import tracetorch as tt
+from tracetorch import _native
+from tracetorch.errors import EngineInputError, TraceTorchError
+from tracetorch.exporter import export_bytes
+
+torch.manual_seed(0)
+MODEL = export_bytes(
+    nn.Sequential(nn.Linear(6, 4), tt.snn.LIF(4), nn.Linear(4, 3), tt.snn.LIB(3)),
+    torch.zeros(1, 6),
+)
+
+
+def primed(streams: int = 2) -> tt.runtime.Engine:
+    """An engine whose states are not zero."""
+    engine = tt.runtime.loads(MODEL, streams=streams)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        engine.step(rng.normal(size=engine.input_shape).astype(np.float32))
+    return engine
+
+
+def assert_refused(engine: tt.runtime.Engine, call: Callable[[], Any], match: str) -> None:
+    """``call`` raises EngineInputError (never a panic) and leaves every state as it was."""
+    before = engine.states()
+    try:
+        call()
+    except EngineInputError as error:
+        assert _match(match, str(error)), f"{match!r} not in {error}"
+    except BaseException as error:  # PanicException is a BaseException
+        pytest.fail(f"raised {type(error).__module__}.{type(error).__name__}: {error}")
+    else:
+        pytest.fail("the call was accepted")
+    after = engine.states()
+    assert after.keys() == before.keys()
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+
+
+def _match(pattern: str, text: str) -> bool:
+    return re.search(pattern, text) is not None
+
+
+X = np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(2, 6)
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (np.zeros((2, 5), np.float32), r"expected an input of shape \[2, 6\], got \[2, 5\]"),
+        (np.zeros((3, 6), np.float32), r"got \[3, 6\]"),
+        (np.zeros(12, np.float32), r"got \[12\]"),
+        (np.zeros((1, 2, 6), np.float32), r"got \[1, 2, 6\]"),
+        (np.float32(1.0), r"got \[\]"),
+        (None, "got None"),
+        (X.astype(np.complex64), "expected a real numeric array, got dtype complex64"),
+        (np.array([["a"] * 6] * 2), "got dtype <U1"),
+        (np.array([[object()] * 6] * 2), "got dtype object"),
+        ([[1.0, 2.0], [3.0]], "expected a numeric array"),
+        ("abcdef", "got dtype <U6"),
+    ],
+)
+def test_bad_inputs_are_refused_and_change_nothing(bad: Any, match: str) -> None:
+    engine = primed()
+    assert_refused(engine, lambda: engine.step(bad), match)
+    if not (isinstance(bad, np.ndarray) and bad.shape == (1, 2, 6)):  # a valid run of T=1
+        assert_refused(engine, lambda: engine.run(bad), ".")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_are_refused_and_change_nothing(value: float) -> None:
+    engine = primed()
+    reference = primed()
+    bad = X.copy()
+    bad[1, 4] = value
+    message = rf"step input: expected finite values, found {'NaN' if value != value else ''}"
+    assert_refused(engine, lambda: engine.step(bad), message + ".* at flat index 10")
+    # In a run, a bad value at the last timestep refuses the whole run: no step is taken.
+    xs = np.stack([X, X, bad])
+    assert_refused(engine, lambda: engine.run(xs), r"run inputs: .*at flat index 34")
+    assert_refused(engine, lambda: engine.step(bad.astype(np.float64)), "expected finite")
+    # The engine carries on exactly like one that never saw the bad inputs.
+    np.testing.assert_array_equal(engine.step(X), reference.step(X))
+
+
+def test_float64_beyond_float32_is_refused_not_poisoning() -> None:
+    engine = primed()
+    bad = X.astype(np.float64)
+    bad[0, 0] = 1e300  # becomes inf in float32
+    assert_refused(engine, lambda: engine.step(bad), "found inf at flat index 0")
+
+
+def test_conversions_give_the_float32_result() -> None:
+    expected = primed().step(X)
+    wide = np.zeros((2, 12), np.float32)
+    wide[:, ::2] = X
+    converted = {
+        "float64": X.astype(np.float64),
+        "float16 of exact values": (np.round(X * 8) / 8).astype(np.float16),
+        "list": X.tolist(),
+        "tuple": tuple(map(tuple, X.tolist())),
+        "fortran order": np.asfortranarray(X),
+        "transposed view": np.ascontiguousarray(X.T).T,
+        "strided view": wide[:, ::2],
+        "reversed view": X[::-1][::-1],
+        "read-only": np.frombuffer(X.tobytes(), np.float32).reshape(2, 6),
+    }
+    assert not converted["strided view"].flags.c_contiguous
+    assert not converted["read-only"].flags.writeable
+    for name, x in converted.items():
+        want = expected if "exact" not in name else primed().step(np.asarray(x, np.float32))
+        np.testing.assert_array_equal(primed().step(x), want, err_msg=name)
+    ints = np.arange(12).reshape(2, 6) % 3 - 1
+    np.testing.assert_array_equal(primed().step(ints), primed().step(ints.astype(np.float32)))
+    np.testing.assert_array_equal(primed().step(ints > 0), primed().step((ints > 0) * 1.0))
+    # run takes the same conversions.
+    xs = np.stack([X, -X, X])
+    np.testing.assert_array_equal(primed().run(xs.astype(np.float64)), primed().run(xs))
+    np.testing.assert_array_equal(primed().run(xs.transpose(0, 2, 1).copy().transpose(0, 2, 1)),
+                                  primed().run(xs))  # fmt: skip
+
+
+def test_single_stream_sample_shape_and_its_errors() -> None:
+    engine = primed(streams=1)
+    assert engine.step(X[0]).shape == (3,)
+    assert_refused(engine, lambda: engine.step(X), r"expected an input of shape \[1, 6\]")
+
+
+def test_native_engine_refuses_what_it_cannot_borrow() -> None:
+    """The binding itself takes only float32 C-contiguous arrays of the exact shape."""
+    native = _native.Engine.from_bytes(MODEL, 2)
+    for bad, match in [
+        (X.astype(np.float64), "expected a float32 numpy array, found dtype float64"),
+        (np.asfortranarray(np.ones((2, 6), np.float32)), "expected a C-contiguous array"),
+        (X.tolist(), "expected a float32 numpy array, found <class 'list'>"),
+        (None, "expected a float32 numpy array"),
+        (X[:, :5].copy(), r"expected shape \[2, 6\], found \[2, 5\]"),
+        (np.full((2, 6), np.nan, np.float32), "expected finite values, found NaN"),
+    ]:
+        with pytest.raises(EngineInputError, match=match):
+            native.step(bad)
+        with pytest.raises(EngineInputError):
+            native.run(bad)
+
+
+def test_other_bad_arguments() -> None:
+    engine = primed()
+    assert_refused(engine, lambda: engine.reset(2), "stream 2 does not exist")
+    assert_refused(engine, lambda: engine.reset(-1), "stream -1 does not exist")
+    assert_refused(engine, lambda: engine.load_states({}), "missing from the snapshot")
+    states = engine.states()
+    name = next(iter(states))
+    assert_refused(engine, lambda: engine.load_states({**states, "ghost": states[name]}),
+                   "unknown state `ghost`")  # fmt: skip
+    assert_refused(engine, lambda: engine.load_states({**states, name: states[name][:1]}),
+                   "expected shape")  # fmt: skip
+    for streams in (0, -1, 1.5, True, "2", None):
+        with pytest.raises(EngineInputError, match="streams must be an integer >= 1"):
+            tt.runtime.loads(MODEL, streams=streams)  # type: ignore[arg-type]
+    with pytest.raises(EngineInputError, match="streams need"):
+        tt.runtime.loads(MODEL, streams=2**40)
+    with pytest.raises(EngineInputError, match="at least 1"):
+        _native.Engine.from_bytes(MODEL, 0)
+
+
+def test_run_refuses_outputs_beyond_the_memory_cap() -> None:
+    """Outputs can be far larger than inputs: the engine caps them before allocating."""
+    wide = export_bytes(nn.Sequential(nn.Linear(1, 8192)), torch.zeros(1, 1))
+    engine = tt.runtime.loads(wide)
+    steps = (1 << 28) // 8192 + 1
+    assert_refused(engine, lambda: engine.run(np.zeros((steps, 1), np.float32)),
+                   "run the sequence in chunks")  # fmt: skip
+    assert engine.run(np.zeros((4, 1), np.float32)).shape == (4, 8192)
+
+
+def test_errors_are_one_hierarchy() -> None:
+    for cls in (EngineInputError, tt.errors.ModelFileError, tt.errors.ExportError):
+        assert issubclass(cls, TraceTorchError)
+        assert issubclass(cls, ValueError)

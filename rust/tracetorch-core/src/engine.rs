@@ -1,0 +1,678 @@
+//! The mutable, per-stream side: buffers, neuron states and the random generator.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::kernels;
+use crate::neuron::{neuron_kernel, NSLOT};
+use crate::plan::{Kernel, Plan, StateInfo, MAX_FLOATS};
+use crate::rng::Rng;
+
+/// Seed of a new engine's generator (change it with [`Engine::seed`]).
+pub const DEFAULT_SEED: u64 = 0;
+
+/// A borrowed state array, e.g. one entry of a snapshot to load.
+#[derive(Debug, Clone, Copy)]
+pub struct StateView<'a> {
+    /// `"<node name>.<state>"`.
+    pub name: &'a str,
+    /// `[streams, *state shape]` (neuron axis last).
+    pub shape: &'a [usize],
+    /// Row-major data of that shape.
+    pub data: &'a [f32],
+}
+
+/// An owned copy of one state (see [`Engine::snapshot`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateData {
+    /// `"<node name>.<state>"`.
+    pub name: String,
+    /// `[streams, *state shape]` (neuron axis last).
+    pub shape: Vec<usize>,
+    /// Row-major data of that shape.
+    pub data: Vec<f32>,
+}
+
+impl StateData {
+    /// A borrowed view, as [`Engine::load_states`] takes.
+    pub fn view(&self) -> StateView<'_> {
+        StateView {
+            name: &self.name,
+            shape: &self.shape,
+            data: &self.data,
+        }
+    }
+}
+
+/// A model ready to stream: an immutable [`Plan`] plus the buffers and states
+/// of `streams` independent streams, all allocated at construction.
+/// [`Engine::step`] only computes: it never allocates and takes no lock.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    plan: Arc<Plan>,
+    streams: usize,
+    /// One buffer per plan buffer, `streams * size` floats, stream-major.
+    buffers: Vec<Vec<f32>>,
+    /// Per neuron node, the used state slots (sample layout, stream-major).
+    states: Vec<[Vec<f32>; NSLOT]>,
+    rng: Rng,
+}
+
+/// Refuses NaN and infinities (no allocation on success): a non-finite input
+/// would poison every state it reaches, for good.
+fn check_finite(what: &'static str, data: &[f32]) -> Result<()> {
+    match data.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(Error::NonFinite {
+            what,
+            index,
+            value: data[index],
+        }),
+    }
+}
+
+fn len_err(what: &str, expected: usize, found: usize) -> Error {
+    Error::Length {
+        what: what.to_string(),
+        expected,
+        found,
+    }
+}
+
+impl Engine {
+    /// Loads a model file from memory and allocates `streams` streams.
+    pub fn new(model: &[u8], streams: usize) -> Result<Engine> {
+        Engine::from_plan(Arc::new(Plan::from_bytes(model)?), streams)
+    }
+
+    /// Loads a model file from disk and allocates `streams` streams.
+    pub fn from_path(path: impl AsRef<Path>, streams: usize) -> Result<Engine> {
+        Engine::from_plan(Arc::new(Plan::from_path(path)?), streams)
+    }
+
+    /// An engine over an already validated plan (plans can be shared).
+    pub fn from_plan(plan: Arc<Plan>, streams: usize) -> Result<Engine> {
+        if streams == 0 {
+            return Err(Error::Streams { found: streams });
+        }
+        let total = plan
+            .floats_for(streams)
+            .and_then(|n| n.checked_add(plan.weight_floats()));
+        match total {
+            Some(n) if n <= MAX_FLOATS => {}
+            other => {
+                return Err(Error::TooManyStreams {
+                    streams,
+                    found: other.map_or_else(|| "an overflowing size".into(), |n| n.to_string()),
+                    limit: MAX_FLOATS,
+                })
+            }
+        }
+        // Sizes are bounded by MAX_FLOATS above, so these products cannot overflow.
+        let buffers = plan
+            .buffer_sizes
+            .iter()
+            .map(|&n| vec![0.0f32; n * streams])
+            .collect();
+        let mut states: Vec<[Vec<f32>; NSLOT]> = (0..plan.neurons.len())
+            .map(|_| Default::default())
+            .collect();
+        for s in &plan.states {
+            states[s.neuron][s.slot] = vec![0.0; s.numel * streams];
+        }
+        Ok(Engine {
+            plan,
+            streams,
+            buffers,
+            states,
+            rng: Rng::new(DEFAULT_SEED),
+        })
+    }
+
+    /// The shared, immutable plan.
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    /// Number of independent streams.
+    pub fn streams(&self) -> usize {
+        self.streams
+    }
+
+    /// Sample shape of one input (no stream axis).
+    pub fn input_shape(&self) -> &[usize] {
+        self.plan.input_shape()
+    }
+
+    /// Sample shape of one output (no stream axis).
+    pub fn output_shape(&self) -> &[usize] {
+        self.plan.output_shape()
+    }
+
+    /// Floats [`Engine::step`] reads: `streams * prod(input_shape)`.
+    pub fn input_len(&self) -> usize {
+        self.plan.input_len() * self.streams
+    }
+
+    /// Floats [`Engine::step`] writes: `streams * prod(output_shape)`.
+    pub fn output_len(&self) -> usize {
+        self.plan.output_len() * self.streams
+    }
+
+    /// Advances every stream by one timestep.
+    ///
+    /// `input` is `[streams, *input_shape]` and `output` `[streams,
+    /// *output_shape]`, row-major. On error (a wrong length, or a NaN or
+    /// infinite input: [`Error::NonFinite`]) nothing changes.
+    pub fn step(&mut self, input: &[f32], output: &mut [f32]) -> Result<()> {
+        if input.len() != self.input_len() {
+            return Err(len_err("step input", self.input_len(), input.len()));
+        }
+        if output.len() != self.output_len() {
+            return Err(len_err("step output", self.output_len(), output.len()));
+        }
+        check_finite("step input", input)?;
+        self.step_unchecked(input, output);
+        Ok(())
+    }
+
+    /// Runs `steps` timesteps: `inputs` is `[steps, streams, *input_shape]`,
+    /// `outputs` `[steps, streams, *output_shape]`. Lengths and finiteness of
+    /// every input are checked first: on error no step is taken.
+    pub fn run(&mut self, inputs: &[f32], outputs: &mut [f32], steps: usize) -> Result<()> {
+        let (n_in, n_out) = (self.input_len(), self.output_len());
+        let want_in = n_in.checked_mul(steps);
+        if want_in != Some(inputs.len()) {
+            return Err(len_err(
+                "run inputs",
+                want_in.unwrap_or(usize::MAX),
+                inputs.len(),
+            ));
+        }
+        let want_out = n_out.checked_mul(steps);
+        if want_out != Some(outputs.len()) {
+            return Err(len_err(
+                "run outputs",
+                want_out.unwrap_or(usize::MAX),
+                outputs.len(),
+            ));
+        }
+        check_finite("run inputs", inputs)?;
+        if n_in == 0 || n_out == 0 {
+            return Ok(());
+        }
+        for (x, y) in inputs
+            .chunks_exact(n_in)
+            .zip(outputs.chunks_exact_mut(n_out))
+        {
+            self.step_unchecked(x, y);
+        }
+        Ok(())
+    }
+
+    fn step_unchecked(&mut self, input: &[f32], output: &mut [f32]) {
+        let Engine {
+            plan,
+            streams,
+            buffers,
+            states,
+            rng,
+        } = self;
+        let streams = *streams;
+        buffers[0].copy_from_slice(input);
+        for step in &plan.steps {
+            // The output buffer is never one of the step's inputs; taking it out
+            // lets the kernel read the inputs while writing it (no allocation).
+            let mut out = std::mem::take(&mut buffers[step.output]);
+            let x = &buffers[step.inputs[0]];
+            match &step.kernel {
+                Kernel::Linear {
+                    weight,
+                    bias,
+                    inp,
+                    out: o,
+                } => kernels::linear(x, &mut out, weight, bias.as_deref(), *inp, *o),
+                Kernel::Conv {
+                    weight,
+                    bias,
+                    window,
+                    out_channels,
+                    groups,
+                } => kernels::conv2d(
+                    x,
+                    &mut out,
+                    weight,
+                    bias.as_deref(),
+                    window,
+                    *out_channels,
+                    *groups,
+                ),
+                Kernel::Pool { window, kind } => kernels::pool2d(x, &mut out, window, *kind),
+                Kernel::ChannelAffine {
+                    scale,
+                    shift,
+                    inner,
+                } => kernels::channel_affine(x, &mut out, scale, shift, *inner),
+                Kernel::Unary(op) => kernels::unary(x, &mut out, *op),
+                Kernel::Binary(op) => kernels::binary(x, &buffers[step.inputs[1]], &mut out, *op),
+                Kernel::Cat { chunks, rows } => {
+                    kernels::cat(buffers, &step.inputs, chunks, &mut out, rows * streams)
+                }
+                Kernel::Neuron(i) => {
+                    neuron_kernel(&plan.neurons[*i], rng, x, &mut out, &mut states[*i])
+                }
+            }
+            buffers[step.output] = out;
+        }
+        output.copy_from_slice(&buffers[plan.output_buffer]);
+    }
+
+    /// Zeros every state of every stream (the generator is left as is).
+    pub fn reset_all(&mut self) {
+        for slots in &mut self.states {
+            for s in slots.iter_mut() {
+                s.fill(0.0);
+            }
+        }
+    }
+
+    /// Zeros the states of stream `index` only.
+    pub fn reset_stream(&mut self, index: usize) -> Result<()> {
+        if index >= self.streams {
+            return Err(Error::StreamIndex {
+                index,
+                streams: self.streams,
+            });
+        }
+        for info in &self.plan.states {
+            let n = info.numel;
+            if let Some(s) = self.states[info.neuron][info.slot].get_mut(index * n..(index + 1) * n)
+            {
+                s.fill(0.0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Restarts the engine's generator (used by stochastic quantizers) from `seed`.
+    pub fn seed(&mut self, seed: u64) {
+        self.rng = Rng::new(seed);
+    }
+
+    /// Names of every state, `"<node name>.<state>"`, in graph order.
+    pub fn state_names(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.plan.state_names()
+    }
+
+    /// Shape of a state across streams, `[streams, *state shape]` (the neuron input's shape).
+    pub fn state_shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.plan.state_shape(name).map(|s| {
+            let mut shape = Vec::with_capacity(s.len() + 1);
+            shape.push(self.streams);
+            shape.extend_from_slice(s);
+            shape
+        })
+    }
+
+    fn info(&self, name: &str) -> Result<&StateInfo> {
+        self.plan
+            .states
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| Error::UnknownState {
+                name: name.to_string(),
+            })
+    }
+
+    /// Copies state `name` into `out` (`[streams, *state shape]`).
+    pub fn read_state(&self, name: &str, out: &mut [f32]) -> Result<()> {
+        let info = self.info(name)?;
+        let want = info.numel * self.streams;
+        if out.len() != want {
+            return Err(len_err(&format!("state `{name}`"), want, out.len()));
+        }
+        out.copy_from_slice(&self.states[info.neuron][info.slot]);
+        Ok(())
+    }
+
+    /// Overwrites state `name` from `data` (`[streams, *state shape]`).
+    /// Any value is accepted (a snapshot always loads back, even one where
+    /// finite inputs overflowed to infinity). Nothing changes on error.
+    pub fn write_state(&mut self, name: &str, data: &[f32]) -> Result<()> {
+        let info = self.info(name)?;
+        let want = info.numel * self.streams;
+        if data.len() != want {
+            return Err(len_err(&format!("state `{name}`"), want, data.len()));
+        }
+        let (neuron, slot) = (info.neuron, info.slot);
+        self.states[neuron][slot].copy_from_slice(data);
+        Ok(())
+    }
+
+    /// A copy of every state (allocates; not for the real-time path).
+    pub fn snapshot(&self) -> Vec<StateData> {
+        self.plan
+            .states
+            .iter()
+            .map(|info| {
+                let mut data = vec![0.0; info.numel * self.streams];
+                // Cannot fail: the name and length come from the plan.
+                let _ = self.read_state(&info.name, &mut data);
+                StateData {
+                    name: info.name.clone(),
+                    shape: self.state_shape(&info.name).unwrap_or_default(),
+                    data,
+                }
+            })
+            .collect()
+    }
+
+    /// Loads a full snapshot: every state exactly once, each with shape
+    /// `[streams, *state shape]`. Everything is checked before anything is
+    /// written, so on error the engine is unchanged.
+    pub fn load_states(&mut self, states: &[StateView<'_>]) -> Result<()> {
+        let mut seen = vec![false; self.plan.states.len()];
+        for s in states {
+            let index = self
+                .plan
+                .states
+                .iter()
+                .position(|i| i.name == s.name)
+                .ok_or_else(|| Error::UnknownState {
+                    name: s.name.to_string(),
+                })?;
+            if std::mem::replace(&mut seen[index], true) {
+                return Err(Error::Snapshot {
+                    name: s.name.to_string(),
+                    reason: "given more than once".to_string(),
+                });
+            }
+            let expected = self.state_shape(s.name).unwrap_or_default();
+            let numel = s.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if s.shape != expected.as_slice() || numel != Some(s.data.len()) {
+                return Err(Error::StateShape {
+                    name: s.name.to_string(),
+                    expected,
+                    found: if numel == Some(s.data.len()) {
+                        s.shape.to_vec()
+                    } else {
+                        vec![s.data.len()]
+                    },
+                });
+            }
+        }
+        if let Some(missing) = seen.iter().position(|&b| !b) {
+            return Err(Error::Snapshot {
+                name: self.plan.states[missing].name.clone(),
+                reason: "missing from the snapshot (every state must be given)".to_string(),
+            });
+        }
+        for s in states {
+            self.write_state(s.name, s.data)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{neuron_node, ModelFile};
+    use serde_json::{json, Value};
+
+    /// input [2, 3] -> LI neuron on axis 0 (2 neurons, beta [0.5, 0.25]) -> reshape [6].
+    fn axis0_model() -> Vec<u8> {
+        let mut m = ModelFile::new(&[2, 3]);
+        m.tensor("n.beta", &[2], &[0.5, 0.25]);
+        m.node(neuron_node(
+            "n",
+            "input",
+            &[2, 3],
+            0,
+            json!({}),
+            Value::Null,
+            json!({"beta": "n.beta"}),
+        ));
+        m.node(json!({"name": "flat", "op": "reshape", "inputs": ["n"], "shape": [6]}));
+        m.bytes()
+    }
+
+    #[test]
+    fn neuron_on_axis_0_and_state_layout() {
+        let mut e = Engine::new(&axis0_model(), 2).unwrap();
+        assert_eq!(e.input_shape(), [2, 3]);
+        assert_eq!(e.output_shape(), [6]);
+        assert_eq!(e.state_shape("n.mem"), Some(vec![2, 2, 3]));
+        let x: Vec<f32> = (1..=12).map(|v| v as f32).collect();
+        let mut y = vec![0.0; 12];
+        e.step(&x, &mut y).unwrap();
+        assert_eq!(y, x);
+        e.step(&x, &mut y).unwrap();
+        // mem = beta*x + x: neuron 0 (first row of each sample) *1.5, neuron 1 *1.25
+        let expected: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if (i / 3) % 2 == 0 { v * 1.5 } else { v * 1.25 })
+            .collect();
+        assert_eq!(y, expected);
+        // States keep the input's layout [stream, neuron, position]: the output itself.
+        let mut mem = vec![0.0; 12];
+        e.read_state("n.mem", &mut mem).unwrap();
+        assert_eq!(mem, expected);
+        // write_state is read_state's inverse.
+        let mut e2 = Engine::new(&axis0_model(), 2).unwrap();
+        e2.write_state("n.mem", &mem).unwrap();
+        let mut y2 = vec![0.0; 12];
+        e.step(&x, &mut y).unwrap();
+        e2.step(&x, &mut y2).unwrap();
+        assert_eq!(y, y2);
+    }
+
+    #[test]
+    fn reset_stream_and_reset_all() {
+        let mut e = Engine::new(&axis0_model(), 2).unwrap();
+        let x = vec![1.0; 12];
+        let mut y = vec![0.0; 12];
+        e.step(&x, &mut y).unwrap();
+        e.reset_stream(1).unwrap();
+        let mut mem = vec![0.0; 12];
+        e.read_state("n.mem", &mut mem).unwrap();
+        assert_eq!(mem[..6], [1.0; 6]);
+        assert_eq!(mem[6..], [0.0; 6]);
+        assert!(matches!(
+            e.reset_stream(2),
+            Err(Error::StreamIndex {
+                index: 2,
+                streams: 2
+            })
+        ));
+        e.reset_all();
+        e.read_state("n.mem", &mut mem).unwrap();
+        assert_eq!(mem, [0.0; 12]);
+    }
+
+    #[test]
+    fn bad_arguments_change_nothing() {
+        let mut e = Engine::new(&axis0_model(), 2).unwrap();
+        let x = vec![1.0; 12];
+        let mut y = vec![0.0; 12];
+        e.step(&x, &mut y).unwrap();
+        let before = e.snapshot();
+        assert!(matches!(
+            e.step(&x[..11], &mut y),
+            Err(Error::Length { .. })
+        ));
+        assert!(matches!(e.step(&x, &mut y[..3]), Err(Error::Length { .. })));
+        assert!(matches!(e.run(&x, &mut y, 2), Err(Error::Length { .. })));
+        assert_eq!(
+            e.step(&x[..11], &mut y).unwrap_err().kind(),
+            crate::ErrorKind::Input
+        );
+        // A snapshot with one bad entry changes nothing.
+        let good = vec![7.0; 12];
+        let wrong = [
+            vec![
+                StateView {
+                    name: "n.mem",
+                    shape: &[2, 2, 3],
+                    data: &good,
+                };
+                2
+            ],
+            vec![StateView {
+                name: "n.mem",
+                shape: &[2, 3, 2],
+                data: &good,
+            }],
+            vec![StateView {
+                name: "n.ghost",
+                shape: &[2, 2, 3],
+                data: &good,
+            }],
+            vec![StateView {
+                name: "n.mem",
+                shape: &[2, 2, 3],
+                data: &good[..11],
+            }],
+            vec![],
+        ];
+        for states in &wrong {
+            assert!(e.load_states(states).is_err());
+            assert_eq!(e.snapshot(), before);
+        }
+        assert!(matches!(
+            e.write_state("n.mem", &good[..5]),
+            Err(Error::Length { .. })
+        ));
+        assert_eq!(e.snapshot(), before);
+        // A full valid snapshot loads.
+        e.load_states(&[StateView {
+            name: "n.mem",
+            shape: &[2, 2, 3],
+            data: &good,
+        }])
+        .unwrap();
+        assert_eq!(e.snapshot()[0].data, good);
+        let snap = before.iter().map(StateData::view).collect::<Vec<_>>();
+        e.load_states(&snap).unwrap();
+        assert_eq!(e.snapshot(), before);
+    }
+
+    #[test]
+    fn non_finite_inputs_are_refused_and_change_nothing() {
+        let mut e = Engine::new(&axis0_model(), 2).unwrap();
+        let x = vec![1.0; 12];
+        let mut y = vec![0.0; 12];
+        e.step(&x, &mut y).unwrap();
+        let before = e.snapshot();
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut xb = x.clone();
+            xb[7] = bad;
+            let err = e.step(&xb, &mut y).unwrap_err();
+            assert!(matches!(err, Error::NonFinite { index: 7, .. }), "{err}");
+            assert_eq!(err.kind(), crate::ErrorKind::Input);
+            assert!(err.to_string().contains("expected finite values"), "{err}");
+            // In a run, a bad value in the last step stops the first one too.
+            let xs = [x.clone(), x.clone(), xb].concat();
+            let mut ys = vec![0.0; 36];
+            assert!(matches!(
+                e.run(&xs, &mut ys, 3),
+                Err(Error::NonFinite { index: 31, .. })
+            ));
+            assert_eq!(format!("{:?}", e.snapshot()), format!("{before:?}"));
+        }
+        // Finite inputs may overflow to infinity (IEEE arithmetic, as in
+        // PyTorch); such states still snapshot and load back.
+        e.step(&[f32::MAX; 12], &mut y).unwrap();
+        e.step(&[f32::MAX; 12], &mut y).unwrap();
+        let overflowed = e.snapshot();
+        assert!(overflowed[0].data.iter().any(|v| v.is_infinite()));
+        let views: Vec<_> = overflowed.iter().map(StateData::view).collect();
+        e.load_states(&views).unwrap();
+    }
+
+    #[test]
+    fn run_equals_steps() {
+        let mut a = Engine::new(&axis0_model(), 2).unwrap();
+        let mut b = Engine::new(&axis0_model(), 2).unwrap();
+        let xs: Vec<f32> = (0..36).map(|v| (v as f32 * 0.37).sin()).collect();
+        let mut ya = vec![0.0; 36];
+        a.run(&xs, &mut ya, 3).unwrap();
+        let mut yb = vec![0.0; 36];
+        for (x, y) in xs.chunks(12).zip(yb.chunks_mut(12)) {
+            b.step(x, y).unwrap();
+        }
+        assert_eq!(ya, yb);
+    }
+
+    /// Stochastic quantizers: reproducible under `seed`, streams independent draws.
+    #[test]
+    fn seeded_stochastic_rounding() {
+        let mut m = ModelFile::new(&[64]);
+        m.tensor("b", &[], &[0.5]).tensor("t", &[], &[1.0]);
+        m.node(neuron_node(
+            "n",
+            "input",
+            &[64],
+            0,
+            json!({"output": "binary"}),
+            json!({"spike": "sigmoid4x", "quant": {"kind": "stochastic_round", "step": 1.0}}),
+            json!({"beta": "b", "pos_threshold": "t"}),
+        ));
+        let bytes = m.bytes();
+        let run = |seed: u64| {
+            let mut e = Engine::new(&bytes, 1).unwrap();
+            e.seed(seed);
+            let mut y = vec![0.0; 64];
+            // mem = 1 -> sigmoid(0) = 0.5 -> 0 or 1 at random.
+            e.step(&[1.0; 64], &mut y).unwrap();
+            y
+        };
+        let a = run(3);
+        assert_eq!(a, run(3));
+        assert_ne!(a, run(4));
+        assert!(a.iter().all(|&v| v == 0.0 || v == 1.0));
+        let ones = a.iter().filter(|&&v| v == 1.0).count();
+        assert!((16..=48).contains(&ones), "{ones}");
+    }
+
+    /// A two-layer network checked against values computed by hand.
+    #[test]
+    fn linear_lif_by_hand() {
+        // x [2] -> linear W = [[1, 1], [1, -1]], b = [0, 0.5] -> LIF (beta 0.5,
+        // threshold 1, Heaviside) -> relu (no-op on spikes) -> output.
+        let mut m = ModelFile::new(&[2]);
+        m.tensor("w", &[2, 2], &[1.0, 1.0, 1.0, -1.0])
+            .tensor("b", &[2], &[0.0, 0.5])
+            .tensor("beta", &[], &[0.5])
+            .tensor("th", &[2], &[1.0, 1.0]);
+        m.node(
+            json!({"name": "fc", "op": "linear", "inputs": ["input"], "shape": [2],
+                      "tensors": {"weight": "w", "bias": "b"}}),
+        );
+        m.node(neuron_node(
+            "lif",
+            "fc",
+            &[2],
+            0,
+            json!({"output": "binary"}),
+            json!({"spike": "heaviside", "quant": {"kind": "identity"}}),
+            json!({"beta": "beta", "pos_threshold": "th"}),
+        ));
+        let mut e = Engine::new(&m.bytes(), 1).unwrap();
+        let mut y = [0.0; 2];
+        // t1: fc = [0.6, 0.5 + 0.2] = [0.6, 0.7]: no spikes; mem [0.6, 0.7].
+        e.step(&[0.4, 0.2], &mut y).unwrap();
+        assert_eq!(y, [0.0, 0.0]);
+        // t2: fc = [0.6, 0.7]; mem [0.9, 1.05] -> neuron 1 spikes, mem 0.05.
+        e.step(&[0.4, 0.2], &mut y).unwrap();
+        assert_eq!(y, [0.0, 1.0]);
+        let mut mem = [0.0; 2];
+        e.read_state("lif.mem", &mut mem).unwrap();
+        assert!(
+            (mem[0] - 0.9).abs() < 1e-6 && (mem[1] - 0.05).abs() < 1e-6,
+            "{mem:?}"
+        );
+    }
+}

@@ -1,0 +1,535 @@
+//! Scalar compute kernels. Every kernel works on whole buffers with the
+//! stream (batch) axis folded into its leading dimension, takes its sizes from
+//! the plan, never allocates and never fails. SIMD versions can replace these
+//! one by one behind the same signatures.
+
+/// Dot product with eight independent accumulators (vectorizes well and
+/// rounds closer to BLAS than a single running sum).
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += x * y;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// `y[r, o] = dot(w[o, :], x[r, :]) + b[o]` for every row `r`.
+///
+/// `weight` is `[out, inp]` row-major (PyTorch's layout, kept at load).
+pub(crate) fn linear(
+    x: &[f32],
+    y: &mut [f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    inp: usize,
+    out: usize,
+) {
+    if inp == 0 || out == 0 {
+        return;
+    }
+    for (xr, yr) in x.chunks_exact(inp).zip(y.chunks_exact_mut(out)) {
+        for (o, (yo, wr)) in yr.iter_mut().zip(weight.chunks_exact(inp)).enumerate() {
+            let d = dot(wr, xr);
+            *yo = match bias {
+                Some(b) => d + b[o],
+                None => d,
+            };
+        }
+    }
+}
+
+/// Geometry of a 2-d convolution or pooling window over `[C, H, W]` samples
+/// (1-d ops use `H = KH = 1`, stride/dilation 1 and padding 0 on that axis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Strides `(y, x)`.
+    pub stride: (usize, usize),
+    /// Paddings `(y, x)`.
+    pub pad: (usize, usize),
+    /// Dilations `(y, x)`.
+    pub dil: (usize, usize),
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+impl Window {
+    /// Range of output positions `o` along one axis for which
+    /// `o*stride - pad + k*dil` lies in `[0, len)`.
+    #[inline]
+    fn valid(
+        k: usize,
+        stride: usize,
+        pad: usize,
+        dil: usize,
+        len: usize,
+        out: usize,
+    ) -> (usize, usize) {
+        // i = o*s + k*d - p; need 0 <= i < len.
+        let off = k * dil;
+        let lo = if off >= pad {
+            0
+        } else {
+            (pad - off).div_ceil(stride)
+        };
+        // o*s + off - p <= len - 1  <=>  o <= (len - 1 + p - off) / s
+        let hi = if len + pad > off {
+            ((len - 1 + pad - off) / stride + 1).min(out)
+        } else {
+            0
+        };
+        (lo.min(hi), hi)
+    }
+}
+
+/// Grouped, strided, padded, dilated 2-d convolution of `streams` samples.
+///
+/// `x` is `[streams, C, H, W]`, `y` is `[streams, O, OH, OW]`, `weight` is
+/// `[O, C/groups, KH, KW]`.
+pub(crate) fn conv2d(
+    x: &[f32],
+    y: &mut [f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: &Window,
+    o_channels: usize,
+    groups: usize,
+) {
+    let in_plane = g.h * g.w;
+    let out_plane = g.oh * g.ow;
+    let in_sample = g.c * in_plane;
+    let out_sample = o_channels * out_plane;
+    if in_sample == 0 || out_sample == 0 || groups == 0 {
+        return;
+    }
+    let cg = g.c / groups;
+    let og = o_channels / groups;
+    let ksize = g.kh * g.kw;
+    for (xs, ys) in x
+        .chunks_exact(in_sample)
+        .zip(y.chunks_exact_mut(out_sample))
+    {
+        for (o, yp) in ys.chunks_exact_mut(out_plane).enumerate() {
+            yp.fill(bias.map_or(0.0, |b| b[o]));
+            let group = o / og;
+            for ci in 0..cg {
+                let c = group * cg + ci;
+                let xp = &xs[c * in_plane..(c + 1) * in_plane];
+                let wk = &weight[(o * cg + ci) * ksize..(o * cg + ci + 1) * ksize];
+                for ky in 0..g.kh {
+                    let (oy0, oy1) = Window::valid(ky, g.stride.0, g.pad.0, g.dil.0, g.h, g.oh);
+                    for kx in 0..g.kw {
+                        let wv = wk[ky * g.kw + kx];
+                        let (ox0, ox1) = Window::valid(kx, g.stride.1, g.pad.1, g.dil.1, g.w, g.ow);
+                        if ox0 >= ox1 {
+                            continue;
+                        }
+                        let ix0 = ox0 * g.stride.1 + kx * g.dil.1 - g.pad.1;
+                        for oy in oy0..oy1 {
+                            let iy = oy * g.stride.0 + ky * g.dil.0 - g.pad.0;
+                            let xrow = &xp[iy * g.w + ix0..(iy + 1) * g.w];
+                            let yrow = &mut yp[oy * g.ow + ox0..oy * g.ow + ox1];
+                            for (yv, xv) in yrow.iter_mut().zip(xrow.iter().step_by(g.stride.1)) {
+                                *yv += wv * xv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pooling flavour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PoolKind {
+    /// Mean over the window; the divisor counts padding when the flag is set.
+    Avg {
+        /// `count_include_pad`.
+        count_include_pad: bool,
+    },
+    /// Maximum over the window (padding never wins, NaN propagates).
+    Max,
+}
+
+/// 2-d pooling of `[rows, H, W]` planes into `[rows, OH, OW]` (dilation 1).
+pub(crate) fn pool2d(x: &[f32], y: &mut [f32], g: &Window, kind: PoolKind) {
+    let in_plane = g.h * g.w;
+    let out_plane = g.oh * g.ow;
+    if in_plane == 0 || out_plane == 0 {
+        return;
+    }
+    for (xp, yp) in x.chunks_exact(in_plane).zip(y.chunks_exact_mut(out_plane)) {
+        for oy in 0..g.oh {
+            // Window rows in padded coordinates, then clipped (PyTorch's order).
+            let hs = (oy * g.stride.0) as isize - g.pad.0 as isize;
+            let he = (hs + g.kh as isize).min((g.h + g.pad.0) as isize);
+            let hs_c = hs.max(0) as usize;
+            let he_c = he.min(g.h as isize).max(0) as usize;
+            for ox in 0..g.ow {
+                let ws = (ox * g.stride.1) as isize - g.pad.1 as isize;
+                let we = (ws + g.kw as isize).min((g.w + g.pad.1) as isize);
+                let ws_c = ws.max(0) as usize;
+                let we_c = we.min(g.w as isize).max(0) as usize;
+                let v = match kind {
+                    PoolKind::Avg { count_include_pad } => {
+                        let mut sum = 0.0f32;
+                        for iy in hs_c..he_c {
+                            for ix in ws_c..we_c {
+                                sum += xp[iy * g.w + ix];
+                            }
+                        }
+                        let count = if count_include_pad {
+                            ((he - hs) * (we - ws)) as f32
+                        } else {
+                            ((he_c.saturating_sub(hs_c)) * (we_c.saturating_sub(ws_c))) as f32
+                        };
+                        sum / count
+                    }
+                    PoolKind::Max => {
+                        let mut m = f32::NEG_INFINITY;
+                        'win: for iy in hs_c..he_c {
+                            for ix in ws_c..we_c {
+                                let v = xp[iy * g.w + ix];
+                                if v > m || v.is_nan() {
+                                    m = v;
+                                    if v.is_nan() {
+                                        break 'win;
+                                    }
+                                }
+                            }
+                        }
+                        m
+                    }
+                };
+                yp[oy * g.ow + ox] = v;
+            }
+        }
+    }
+}
+
+/// `y = x * scale[c] + shift[c]` over `[rows, C, inner]`.
+pub(crate) fn channel_affine(x: &[f32], y: &mut [f32], scale: &[f32], shift: &[f32], inner: usize) {
+    let block = scale.len() * inner;
+    if block == 0 || inner == 0 {
+        return;
+    }
+    for (xb, yb) in x.chunks_exact(block).zip(y.chunks_exact_mut(block)) {
+        for (c, (xc, yc)) in xb
+            .chunks_exact(inner)
+            .zip(yb.chunks_exact_mut(inner))
+            .enumerate()
+        {
+            let (a, b) = (scale[c], shift[c]);
+            for (xi, yi) in xc.iter().zip(yc.iter_mut()) {
+                *yi = *xi * a + b;
+            }
+        }
+    }
+}
+
+/// An elementwise op of one input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Unary {
+    /// `max(x, 0)` (NaN stays NaN).
+    Relu,
+    /// `x if x > 0 else x * slope`.
+    LeakyRelu(f32),
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+    /// `tanh(x)`.
+    Tanh,
+    /// `x + c`.
+    AddScalar(f32),
+    /// `x * c`.
+    MulScalar(f32),
+}
+
+/// Applies `op` elementwise.
+pub(crate) fn unary(x: &[f32], y: &mut [f32], op: Unary) {
+    let it = x.iter().zip(y.iter_mut());
+    match op {
+        Unary::Relu => it.for_each(|(a, b)| *b = if *a < 0.0 { 0.0 } else { *a }),
+        Unary::LeakyRelu(s) => it.for_each(|(a, b)| *b = if *a > 0.0 { *a } else { *a * s }),
+        Unary::Sigmoid => it.for_each(|(a, b)| *b = crate::neuron::sigmoid(*a)),
+        Unary::Tanh => it.for_each(|(a, b)| *b = a.tanh()),
+        Unary::AddScalar(c) => it.for_each(|(a, b)| *b = *a + c),
+        Unary::MulScalar(c) => it.for_each(|(a, b)| *b = *a * c),
+    }
+}
+
+/// An elementwise op of two same-shaped inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Binary {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+}
+
+/// Applies `op` elementwise.
+pub(crate) fn binary(a: &[f32], b: &[f32], y: &mut [f32], op: Binary) {
+    let it = a.iter().zip(b).zip(y.iter_mut());
+    match op {
+        Binary::Add => it.for_each(|((a, b), y)| *y = a + b),
+        Binary::Sub => it.for_each(|((a, b), y)| *y = a - b),
+        Binary::Mul => it.for_each(|((a, b), y)| *y = a * b),
+    }
+}
+
+/// Concatenation: for each of the `rows` outer blocks, copies each input's
+/// chunk (`chunks[i]` floats of `buffers[inputs[i]]`) in order.
+pub(crate) fn cat<B: AsRef<[f32]>>(
+    buffers: &[B],
+    inputs: &[usize],
+    chunks: &[usize],
+    y: &mut [f32],
+    rows: usize,
+) {
+    let mut pos = 0;
+    for r in 0..rows {
+        for (&i, &n) in inputs.iter().zip(chunks) {
+            let x = buffers[i].as_ref();
+            y[pos..pos + n].copy_from_slice(&x[r * n..(r + 1) * n]);
+            pos += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn win1d(c: usize, l: usize, k: usize, s: usize, p: usize, d: usize) -> Window {
+        let ol = (l + 2 * p - d * (k - 1) - 1) / s + 1;
+        Window {
+            c,
+            h: 1,
+            w: l,
+            kh: 1,
+            kw: k,
+            stride: (1, s),
+            pad: (0, p),
+            dil: (1, d),
+            oh: 1,
+            ow: ol,
+        }
+    }
+
+    #[test]
+    fn dot_matches_naive() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32).collect();
+        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert_eq!(dot(&a, &b), naive);
+    }
+
+    #[test]
+    fn linear_by_hand() {
+        // W = [[1,2],[3,4],[5,6]], b = [0.5, 0, -1]; x rows [1,1], [2,-1].
+        let w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let b = [0.5, 0.0, -1.0];
+        let x = [1.0, 1.0, 2.0, -1.0];
+        let mut y = [0.0; 6];
+        linear(&x, &mut y, &w, Some(&b), 2, 3);
+        assert_eq!(y, [3.5, 7.0, 10.0, 0.5, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn conv1d_stride_pad_dilation() {
+        // x = [1,2,3,4,5], w = [1, 10], padding 1, dilation 2, stride 2.
+        // padded: [0,1,2,3,4,5,0]; taps at i and i+2; out positions 0,2,4:
+        // 0*1+2*10=20, 2*1+4*10=42, 4*1+0*10=4.
+        let g = win1d(1, 5, 2, 2, 1, 2);
+        assert_eq!(g.ow, 3);
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let mut y = [0.0; 3];
+        conv2d(&x, &mut y, &[1.0, 10.0], None, &g, 1, 1);
+        assert_eq!(y, [20.0, 42.0, 4.0]);
+        // With a bias of 1.
+        conv2d(&x, &mut y, &[1.0, 10.0], Some(&[1.0]), &g, 1, 1);
+        assert_eq!(y, [21.0, 43.0, 5.0]);
+    }
+
+    #[test]
+    fn conv1d_groups_and_streams() {
+        // 2 channels, 2 groups, 2 outputs: each output sees its own channel.
+        // x = [[1,2,3],[4,5,6]], w[0] = [1,1], w[1] = [2,-1]; no padding.
+        let g = win1d(2, 3, 2, 1, 0, 1);
+        let x = [
+            1.0, 2.0, 3.0, 4.0, 5.0, 6.0, /* stream 2 */ 0.0, 0.0, 1.0, 1.0, 0.0, 0.0,
+        ];
+        let w = [1.0, 1.0, 2.0, -1.0];
+        let mut y = [0.0; 8];
+        conv2d(&x, &mut y, &w, None, &g, 2, 2);
+        assert_eq!(y, [3.0, 5.0, 3.0, 4.0, 0.0, 1.0, 2.0, 0.0]);
+    }
+
+    #[test]
+    fn conv2d_by_hand() {
+        // 1x3x3 input 1..9, 2x2 kernel of ones, stride 1, padding 1 -> 4x4.
+        let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let g = Window {
+            c: 1,
+            h: 3,
+            w: 3,
+            kh: 2,
+            kw: 2,
+            stride: (1, 1),
+            pad: (1, 1),
+            dil: (1, 1),
+            oh: 4,
+            ow: 4,
+        };
+        let mut y = [0.0; 16];
+        conv2d(&x, &mut y, &[1.0; 4], None, &g, 1, 1);
+        #[rustfmt::skip]
+        let expected = [
+            1.0, 3.0, 5.0, 3.0,
+            5.0, 12.0, 16.0, 9.0,
+            11.0, 24.0, 28.0, 15.0,
+            7.0, 15.0, 17.0, 9.0,
+        ];
+        assert_eq!(y, expected);
+        // Stride 2, no padding, 2 input channels summed (second channel x10).
+        let mut x2 = x.clone();
+        x2.extend(x.iter().map(|v| v * 10.0));
+        let g2 = Window {
+            c: 2,
+            stride: (2, 2),
+            pad: (0, 0),
+            oh: 1,
+            ow: 1,
+            ..g
+        };
+        let mut y2 = [0.0; 1];
+        conv2d(&x2, &mut y2, &[1.0; 8], None, &g2, 1, 1);
+        assert_eq!(y2, [12.0 * 11.0]);
+    }
+
+    #[test]
+    fn pools_by_hand() {
+        // 1d over [1, 5, 2, 8, 3] with kernel 2, stride 2, padding 1:
+        // windows (padded) [p,1], [5,2], [8,3].
+        let g = win1d(1, 5, 2, 2, 1, 1);
+        assert_eq!(g.ow, 3);
+        let x = [1.0, 5.0, 2.0, 8.0, 3.0];
+        let mut y = [0.0; 3];
+        pool2d(&x, &mut y, &g, PoolKind::Max);
+        assert_eq!(y, [1.0, 5.0, 8.0]);
+        pool2d(
+            &x,
+            &mut y,
+            &g,
+            PoolKind::Avg {
+                count_include_pad: true,
+            },
+        );
+        assert_eq!(y, [0.5, 3.5, 5.5]);
+        pool2d(
+            &x,
+            &mut y,
+            &g,
+            PoolKind::Avg {
+                count_include_pad: false,
+            },
+        );
+        assert_eq!(y, [1.0, 3.5, 5.5]);
+        // Padding never wins a max: all-negative input.
+        let xn = [-1.0, -5.0, -2.0, -8.0, -3.0];
+        pool2d(&xn, &mut y, &g, PoolKind::Max);
+        assert_eq!(y, [-1.0, -2.0, -3.0]);
+        // 2d: 4x4 of 0..16, kernel 2, stride 2 -> 2x2.
+        let x: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let g = Window {
+            c: 1,
+            h: 4,
+            w: 4,
+            kh: 2,
+            kw: 2,
+            stride: (2, 2),
+            pad: (0, 0),
+            dil: (1, 1),
+            oh: 2,
+            ow: 2,
+        };
+        let mut y = [0.0; 4];
+        pool2d(&x, &mut y, &g, PoolKind::Max);
+        assert_eq!(y, [5.0, 7.0, 13.0, 15.0]);
+        pool2d(
+            &x,
+            &mut y,
+            &g,
+            PoolKind::Avg {
+                count_include_pad: true,
+            },
+        );
+        assert_eq!(y, [2.5, 4.5, 10.5, 12.5]);
+    }
+
+    #[test]
+    fn max_pool_propagates_nan() {
+        let g = win1d(1, 3, 3, 1, 0, 1);
+        let mut y = [0.0; 1];
+        pool2d(&[1.0, f32::NAN, 2.0], &mut y, &g, PoolKind::Max);
+        assert!(y[0].is_nan());
+    }
+
+    #[test]
+    fn elementwise_and_cat() {
+        let x = [-2.0, 0.5, f32::NAN];
+        let mut y = [0.0; 3];
+        unary(&x, &mut y, Unary::Relu);
+        assert_eq!(y[..2], [0.0, 0.5]);
+        assert!(y[2].is_nan());
+        unary(&x[..2], &mut y[..2], Unary::LeakyRelu(0.1));
+        assert_eq!(y[..2], [-0.2, 0.5]);
+        unary(&x[..2], &mut y[..2], Unary::AddScalar(1.0));
+        assert_eq!(y[..2], [-1.0, 1.5]);
+        unary(&x[..2], &mut y[..2], Unary::MulScalar(-2.0));
+        assert_eq!(y[..2], [4.0, -1.0]);
+        unary(&[0.0], &mut y[..1], Unary::Sigmoid);
+        assert_eq!(y[0], 0.5);
+        unary(&[0.0], &mut y[..1], Unary::Tanh);
+        assert_eq!(y[0], 0.0);
+        let mut z = [0.0; 2];
+        binary(&[1.0, 2.0], &[3.0, 5.0], &mut z, Binary::Sub);
+        assert_eq!(z, [-2.0, -3.0]);
+        binary(&[1.0, 2.0], &[3.0, 5.0], &mut z, Binary::Mul);
+        assert_eq!(z, [3.0, 10.0]);
+        // cat along axis 1 of [2, 1] and [2, 2] -> [2, 3].
+        let a = [1.0, 2.0];
+        let b = [3.0, 4.0, 5.0, 6.0];
+        let mut c = [0.0; 6];
+        cat(&[&a[..], &b[..]], &[0, 1], &[1, 2], &mut c, 2);
+        assert_eq!(c, [1.0, 3.0, 4.0, 2.0, 5.0, 6.0]);
+        // channel affine over [C=2, inner=2].
+        let mut w = [0.0; 4];
+        channel_affine(&[1.0, 2.0, 3.0, 4.0], &mut w, &[2.0, -1.0], &[0.5, 1.0], 2);
+        assert_eq!(w, [2.5, 4.5, -2.0, -3.0]);
+    }
+}

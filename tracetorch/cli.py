@@ -1,0 +1,181 @@
+"""The ``tracetorch`` command (also ``python -m tracetorch``).
+
+Subcommands:
+
+- ``demo``: train an SNN, export it, stream it on the engine, compare (see :mod:`tracetorch.demo`).
+- ``export MODULE:FACTORY OUT``: build a model from Python code (optionally load a
+  ``state_dict``) and export it.
+- ``run MODEL INPUT``: stream a CSV or ``.npy`` sequence through the engine.
+- ``inspect MODEL``: print the graph, shapes and parameter counts of a model file.
+- ``bench MODEL``: per-step latency of the engine on a model file.
+
+``run``, ``inspect`` and ``bench`` need no PyTorch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tracetorch import demo
+
+    return demo.run(args.dataset, args.epochs, args.out, figure=not args.no_figure)
+
+
+def _export(args: argparse.Namespace) -> int:
+    import torch
+
+    import tracetorch as tt
+
+    module_name, _, factory_name = args.factory.partition(":")
+    if not factory_name:
+        raise SystemExit("factory must look like package.module:callable")
+    sys.path.insert(0, str(Path.cwd()))
+    factory = getattr(importlib.import_module(module_name), factory_name)
+    model = factory()
+    if args.state_dict is not None:
+        model.load_state_dict(torch.load(args.state_dict, map_location="cpu", weights_only=True))
+    shape = [int(v) for v in args.example_shape.split(",")]
+    tt.export(model, torch.zeros(shape), args.out)
+    print(f"exported {args.out}")
+    return 0
+
+
+def _read_sequence(path: Path, sample_shape: list[int]) -> np.ndarray:
+    if path.suffix == ".npy":
+        data = np.load(path)
+    else:
+        data = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+    return data.reshape(data.shape[0], *sample_shape)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import tracetorch.runtime as runtime
+
+    engine = runtime.load(args.model)
+    outputs = engine.run(_read_sequence(args.input, engine.input_shape[1:]))
+    if args.out is not None and args.out.suffix == ".npy":
+        np.save(args.out, outputs)
+    else:
+        rows = outputs.reshape(outputs.shape[0], -1)
+        target = sys.stdout if args.out is None else args.out.open("w")
+        np.savetxt(target, rows, delimiter=",", fmt="%.9g")
+        if args.out is not None:
+            target.close()
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(args.model), framework="numpy") as handle:
+        metadata = handle.metadata() or {}
+        if "tracetorch" not in metadata:
+            raise SystemExit(f"{args.model}: not a traceTorch model file (no graph metadata)")
+        graph = json.loads(metadata["tracetorch"])
+        sizes = {key: int(np.prod(handle.get_slice(key).get_shape())) for key in handle.keys()}  # noqa: SIM118
+    print(f"{args.model}: format {graph['format']} v{graph['version']}, "
+          f"input {graph['input_shape']}, output '{graph['output']}'")  # fmt: skip
+    print(f"{'node':<20} {'op':<15} {'inputs':<22} {'shape':<16} {'params':>8}  details")
+    total = 0
+    for node in graph["nodes"]:
+        count = sum(sizes[key] for key in node["tensors"].values())
+        total += count
+        attrs = node.get("attrs", {})
+        if node["op"] == "neuron":
+            spec = attrs["spec"]
+            flags = [k for k in ("dual", "synaptic", "recurrent") if spec[k]]
+            details = f"{spec['output']} {'+'.join(flags)} states={attrs['states']}"
+        else:
+            details = ", ".join(f"{k}={v}" for k, v in attrs.items())
+        print(f"{node['name']:<20} {node['op']:<15} {','.join(node['inputs']):<22} "
+              f"{node['shape']!s:<16} {count:>8}  {details}")  # fmt: skip
+    print(f"{len(graph['nodes'])} nodes, {total} parameters")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import tracetorch.runtime as runtime
+
+    engine = runtime.load(args.model, streams=args.streams)
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(args.steps, *engine.input_shape)).astype(np.float32)
+    for x in xs[:100]:  # warm-up
+        engine.step(x)
+    engine.reset()
+    times = []
+    for x in xs:
+        start = time.perf_counter()
+        engine.step(x)
+        times.append(time.perf_counter() - start)
+    engine.reset()
+    start = time.perf_counter()
+    engine.run(xs)
+    per_step_run = (time.perf_counter() - start) / args.steps
+    times.sort()
+    p99 = times[int(0.99 * (len(times) - 1))]
+    print(f"{args.model}: streams={args.streams}, {args.steps} steps")
+    print(f"step() from Python: median {statistics.median(times) * 1e6:.2f} us, "
+          f"p99 {p99 * 1e6:.2f} us")  # fmt: skip
+    print(f"run() (Rust loop):  {per_step_run * 1e6:.2f} us per step")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``tracetorch`` command."""
+    from tracetorch.demo import DATASETS
+
+    top = argparse.ArgumentParser(prog="tracetorch", description=__doc__.splitlines()[0])
+    commands = top.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="train, export, stream and compare")
+    demo.add_argument("--dataset", choices=DATASETS, default="digits")
+    demo.add_argument("--epochs", type=int, default=30)
+    demo.add_argument("--out", type=Path, default=Path("out"), help="output folder")
+    demo.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
+    demo.set_defaults(handler=_demo)
+
+    export = commands.add_parser("export", help="export a model built by Python code")
+    export.add_argument("factory", help="package.module:callable returning the model")
+    export.add_argument("out", type=Path)
+    export.add_argument("--example-shape", required=True, help="one timestep, e.g. 1,784")
+    export.add_argument("--state-dict", type=Path, help="weights to load (torch.save file)")
+    export.set_defaults(handler=_export)
+
+    run = commands.add_parser("run", help="stream a CSV or .npy sequence through a model")
+    run.add_argument("model", type=Path)
+    run.add_argument("input", type=Path, help="[T, features] CSV, or .npy [T, *sample]")
+    run.add_argument("--out", type=Path, help=".csv or .npy (default: CSV on stdout)")
+    run.set_defaults(handler=_run)
+
+    inspect = commands.add_parser("inspect", help="print a model file's graph")
+    inspect.add_argument("model", type=Path)
+    inspect.set_defaults(handler=_inspect)
+
+    bench = commands.add_parser("bench", help="engine latency on a model file")
+    bench.add_argument("model", type=Path)
+    bench.add_argument("--steps", type=int, default=10000)
+    bench.add_argument("--streams", type=int, default=1)
+    bench.set_defaults(handler=_bench)
+    return top
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the ``tracetorch`` command."""
+    args = parser().parse_args(argv)
+    handler: Any = args.handler
+    return int(handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Stream an exported model on the CPU with the Rust engine; needs numpy, not PyTorch.
+
+Example (the export needs PyTorch; everything after it does not):
+    >>> import os, tempfile, numpy as np, torch, tracetorch as tt
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    >>> tt.export(torch.nn.Sequential(torch.nn.Linear(4, 3), tt.snn.LI(3)), torch.zeros(1, 4), path)
+    >>> engine = tt.runtime.load(path, streams=2)
+    >>> engine.input_shape, engine.output_shape
+    ([2, 4], [2, 3])
+    >>> engine.step(np.zeros(engine.input_shape, np.float32)).shape
+    (2, 3)
+    >>> engine.run(np.zeros((10, 2, 4), np.float32)).shape
+    (10, 2, 3)
+    >>> sorted(engine.states())
+    ['1.mem']
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from tracetorch import _native
+from tracetorch.errors import EngineInputError
+
+__all__ = ["Engine", "load", "loads"]
+
+
+class Engine:
+    """A loaded model with ``streams`` independent streams of states.
+
+    Inputs are float32 arrays of :attr:`input_shape` (``[streams, *sample_shape]``);
+    with one stream the sample shape alone is accepted too, and the output then
+    drops the stream axis as well. Anything ``numpy.asarray`` turns into a
+    real-valued array (float64 and other float, integer and bool dtypes, nested
+    lists, any memory layout or strides) is converted to float32; complex,
+    object and string arrays and ``None`` raise :class:`EngineInputError`.
+    NaN and infinite inputs (including float64 values beyond the float32
+    range) raise :class:`EngineInputError` too. A refused call leaves every
+    state exactly as it was.
+
+    One engine may be shared by threads: calls are serialised by a lock taken
+    with the GIL released. Engines run in parallel when each thread has its own.
+    Engines pickle (weights and states). See ``docs/errors.md``.
+    """
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+
+    @property
+    def input_shape(self) -> list[int]:
+        """``[streams, *sample_shape]`` of one timestep's input."""
+        return list(self._native.input_shape)
+
+    @property
+    def output_shape(self) -> list[int]:
+        """``[streams, *sample_shape]`` of one timestep's output."""
+        return list(self._native.output_shape)
+
+    @property
+    def streams(self) -> int:
+        """How many independent streams the engine steps at once."""
+        return int(self._native.streams)
+
+    def step(self, x: Any) -> np.ndarray:
+        """Advance every stream by one timestep and return the output."""
+        array, squeezed = self._prepare(x, leading=())
+        out = self._native.step(array)
+        return out[0] if squeezed else out
+
+    def run(self, xs: Any) -> np.ndarray:
+        """Step through a whole sequence ``[T, *input_shape]`` in one call; returns ``[T, ...]``."""
+        xs = _asarray(xs, f"[T, *{self.input_shape}]")
+        if xs.ndim == 0:
+            raise EngineInputError(f"run expects [T, *{self.input_shape}], got a scalar")
+        array, squeezed = self._prepare(xs, leading=(xs.shape[0],))
+        out = self._native.run(array)
+        return out[:, 0] if squeezed else out
+
+    def reset(self, stream: Optional[int] = None) -> None:
+        """Zero the states of every stream, or of one ``stream``."""
+        if stream is not None and not 0 <= stream < self.streams:
+            raise EngineInputError(f"stream {stream} does not exist (streams={self.streams})")
+        self._native.reset(stream)
+
+    def states(self) -> dict[str, np.ndarray]:
+        """Copies of all states, ``{"<layer path>.<state>": [streams, ...]}``."""
+        return dict(self._native.states())
+
+    def load_states(self, states: Mapping[str, Any]) -> None:
+        """Restore a :meth:`states` snapshot; all of it is checked before anything changes."""
+        converted = {str(k): np.ascontiguousarray(v, dtype=np.float32) for k, v in states.items()}
+        self._native.load_states(converted)
+
+    def seed(self, seed: int) -> None:
+        """Seed the generator of the stochastic quantizers."""
+        self._native.seed(int(seed))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (self._native.to_bytes(), self.streams, self.states()))
+
+    def __repr__(self) -> str:
+        return f"Engine(input_shape={self.input_shape}, output_shape={self.output_shape})"
+
+    def _prepare(self, x: Any, leading: tuple[int, ...]) -> tuple[np.ndarray, bool]:
+        array = _asarray(x, str([*leading, *self.input_shape]))
+        if array.dtype.kind not in "fiub":
+            raise EngineInputError(f"expected a real numeric array, got dtype {array.dtype}")
+        expected = (*leading, *self.input_shape)
+        squeezed = False
+        if self.streams == 1 and array.shape == (*leading, *self.input_shape[1:]):
+            array = array.reshape(expected)
+            squeezed = True
+        if array.shape != expected:
+            raise EngineInputError(
+                f"expected an input of shape {list(expected)}, got {list(array.shape)}"
+            )
+        with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: refused natively
+            return np.ascontiguousarray(array, dtype=np.float32), squeezed
+
+
+def _asarray(x: Any, shape: str) -> np.ndarray:
+    """``x`` as a numpy array; None, ragged lists and odd objects raise EngineInputError."""
+    if x is None:
+        raise EngineInputError(f"expected an array of shape {shape}, got None")
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as error:
+        raise EngineInputError(
+            f"expected a numeric array of shape {shape}, got {type(x).__name__}: {error}"
+        ) from error
+
+
+def _restore(data: bytes, streams: int, states: dict[str, np.ndarray]) -> Engine:
+    engine = loads(data, streams=streams)
+    engine.load_states(states)
+    return engine
+
+
+def _streams(streams: Any) -> int:
+    if isinstance(streams, bool) or not isinstance(streams, (int, np.integer)) or streams < 1:
+        raise EngineInputError(f"streams must be an integer >= 1, got {streams!r}")
+    return int(streams)
+
+
+def load(path: Union[str, os.PathLike[str]], streams: int = 1) -> Engine:
+    """Load a model file written by :func:`tracetorch.export`.
+
+    Raises:
+        ModelFileError: the file cannot be read, is not a valid model file or
+            is too large (every check is made before anything is allocated).
+        EngineInputError: ``streams`` is not a positive integer or too large.
+    """
+    return Engine(_native.Engine(os.fspath(path), _streams(streams)))
+
+
+def loads(data: bytes, streams: int = 1) -> Engine:
+    """Load a model from the bytes of a model file (same errors as :func:`load`)."""
+    return Engine(_native.Engine.from_bytes(bytes(data), _streams(streams)))
