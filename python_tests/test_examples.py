@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +23,17 @@ def test_sensor_stream_example(tmp_path: Path) -> None:
     assert torch_acc == engine_acc, last
 
 
-def run_example(name: str, *args: str) -> str:
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args],
-                            capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+def run_checked(*command: str) -> str:
+    """Runs a command and returns its output; on failure, the error shows what it printed."""
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (
+        f"{command} exited with {result.returncode}\n{result.stdout}\n{result.stderr}"
+    )
     return result.stdout
+
+
+def run_example(name: str, *args: str) -> str:
+    return run_checked(sys.executable, str(ROOT / "examples" / name), *args)
 
 
 def test_online_learning_example_learns_while_streaming() -> None:
@@ -51,9 +59,14 @@ def test_distributed_example_spawned() -> None:
 
 
 def test_distributed_example_under_torchrun() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         str(ROOT / "examples" / "distributed.py"), "--epochs", "3"],
-        capture_output=True, text=True, timeout=300, check=True,
+    # An explicit loopback rendezvous: `--standalone` resolves the host name,
+    # which bare CI machines do not always route.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    printed = run_checked(
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+        "--master-addr", "127.0.0.1", "--master-port", str(port),
+        str(ROOT / "examples" / "distributed.py"), "--epochs", "3",
     )  # fmt: skip
-    assert "replicas with weights identical to rank 0: 2 of 2" in result.stdout
+    assert "replicas with weights identical to rank 0: 2 of 2" in printed
