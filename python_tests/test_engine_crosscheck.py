@@ -142,6 +142,16 @@ def crosscheck(
     engine.reset()
     ran = engine.run(xs.numpy())
     np.testing.assert_allclose(ran, expected, rtol=TOLERANCE, atol=TOLERANCE)
+
+    # Every instruction set this CPU runs gives the same answers.
+    default = engine.simd
+    for isa in tt.runtime.simd_available():
+        engine.set_simd(isa)
+        engine.reset()
+        np.testing.assert_allclose(
+            engine.run(xs.numpy()), expected, rtol=TOLERANCE, atol=TOLERANCE, err_msg=isa
+        )
+    engine.set_simd(default)
     return engine
 
 
@@ -295,6 +305,47 @@ def test_residual_model_with_its_own_forward(tmp_path: Path) -> None:
     crosscheck(
         _trained_like(Residual(), 3), lambda s: drive((3, 2, 10), seed=15 + 100 * s), tmp_path
     )
+
+
+class EventDriven(tt.Model):
+    """Linear layers fed by hard spikes (binary and ternary): the engine's event-driven path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(24, 200)
+        self.spike = tt.snn.LIF(200)
+        self.fc2 = nn.Linear(200, 40)
+        self.spike2 = tt.snn.BSLIF(40)
+        self.fc3 = nn.Linear(40, 5, bias=False)
+        self.readout = tt.snn.Readout(5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.fc3(self.spike2(self.fc2(self.spike(self.fc1(x))))))
+
+
+def test_event_driven_layers_at_every_activity(tmp_path: Path) -> None:
+    """Activity sweeps from silent to saturated over time and differs between
+    streams, so both the sparse and the dense path run (chosen per step and stream)."""
+    torch.manual_seed(16)
+    model = _trained_like(EventDriven(), 4)
+
+    def inputs(seed: int) -> torch.Tensor:
+        gain = (
+            torch.linspace(0.0, 12.0, STEPS)[:, None, None] * torch.tensor([0.3, 1.0, 5.0])[:, None]
+        )
+        return gain * drive((3, 24), seed=17 + 100 * seed).abs()
+
+    engine = crosscheck(model, inputs, tmp_path)
+    hidden = {n: s for n, s in engine.states().items() if n.startswith("spike.")}
+    assert hidden, "the spiking layer's states should be exported"
+    # Both regimes really occurred: rows nearly silent, and rows above the
+    # engine's switch to the dense path (40% active inputs).
+    activity: list[float] = []
+    tt.Model.zero_states(model)  # type: ignore[arg-type]
+    with torch.no_grad():
+        for x in inputs(0):
+            activity.extend((model.spike(model.fc1(x)) != 0).float().mean(-1).tolist())
+    assert min(activity) < 0.1 and max(activity) > 0.45, (min(activity), max(activity))
 
 
 def test_states_round_trip_resumes_exactly(tmp_path: Path) -> None:

@@ -9,7 +9,14 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Engine", "EngineInputError", "ModelFileError", "TraceTorchError", "__version__"]
+__all__ = [
+    "Engine",
+    "EngineInputError",
+    "ModelFileError",
+    "TraceTorchError",
+    "__version__",
+    "simd_available",
+]
 
 __version__: str
 
@@ -37,3 +44,8 @@ class Engine:
     def load_states(self, states: dict[str, npt.NDArray[np.float32]]) -> None: ...
     def seed(self, seed: int) -> None: ...
     def to_bytes(self) -> bytes: ...
+    @property
+    def simd(self) -> str: ...
+    def set_simd(self, name: str) -> None: ...
+
+def simd_available() -> list[str]: ...

@@ -17,6 +17,7 @@ Example (the export needs PyTorch; everything after it does not):
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any, Optional, Union
@@ -26,7 +27,24 @@ import numpy as np
 from tracetorch import _native
 from tracetorch.errors import EngineInputError
 
-__all__ = ["Engine", "load", "loads"]
+__all__ = ["Engine", "load", "loads", "simd_available"]
+
+_log = logging.getLogger(__name__)
+
+
+def simd_available() -> list[str]:
+    """The instruction sets this CPU runs, scalar first, fastest last.
+
+    An engine uses the fastest unless the environment variable
+    ``TRACETORCH_SIMD`` names another (``auto``, ``scalar``, ``avx2``,
+    ``avx512``, ``neon``) when it is loaded.
+
+    Example:
+        >>> import tracetorch as tt
+        >>> tt.runtime.simd_available()[0]
+        'scalar'
+    """
+    return list(_native.simd_available())
 
 
 class Engine:
@@ -99,11 +117,27 @@ class Engine:
         """Seed the generator of the stochastic quantizers."""
         self._native.seed(int(seed))
 
+    @property
+    def simd(self) -> str:
+        """The instruction set the kernels run on: ``scalar``, ``neon``, ``avx2`` or ``avx512``."""
+        return str(self._native.simd)
+
+    def set_simd(self, name: str) -> None:
+        """Switch the kernels to another instruction set of :func:`simd_available`.
+
+        Results may differ in the last bits (sums are taken in another order).
+        Raises :class:`EngineInputError` for a name this CPU does not run.
+        """
+        self._native.set_simd(name)
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (_restore, (self._native.to_bytes(), self.streams, self.states()))
 
     def __repr__(self) -> str:
-        return f"Engine(input_shape={self.input_shape}, output_shape={self.output_shape})"
+        return (
+            f"Engine(input_shape={self.input_shape}, output_shape={self.output_shape}, "
+            f"simd={self.simd!r})"
+        )
 
     def _prepare(self, x: Any, leading: tuple[int, ...]) -> tuple[np.ndarray, bool]:
         array = _asarray(x, str([*leading, *self.input_shape]))
@@ -154,9 +188,13 @@ def load(path: Union[str, os.PathLike[str]], streams: int = 1) -> Engine:
             is too large (every check is made before anything is allocated).
         EngineInputError: ``streams`` is not a positive integer or too large.
     """
-    return Engine(_native.Engine(os.fspath(path), _streams(streams)))
+    engine = Engine(_native.Engine(os.fspath(path), _streams(streams)))
+    _log.info("loaded %s: %s, %s kernels", os.fspath(path), engine, engine.simd)
+    return engine
 
 
 def loads(data: bytes, streams: int = 1) -> Engine:
     """Load a model from the bytes of a model file (same errors as :func:`load`)."""
-    return Engine(_native.Engine.from_bytes(bytes(data), _streams(streams)))
+    engine = Engine(_native.Engine.from_bytes(bytes(data), _streams(streams)))
+    _log.info("loaded %d bytes: %s, %s kernels", len(data), engine, engine.simd)
+    return engine

@@ -8,6 +8,7 @@ use crate::kernels;
 use crate::neuron::{neuron_kernel, NSLOT};
 use crate::plan::{Kernel, Plan, StateInfo, MAX_FLOATS};
 use crate::rng::Rng;
+use crate::simd::{Isa, Kernels};
 
 /// Seed of a new engine's generator (change it with [`Engine::seed`]).
 pub const DEFAULT_SEED: u64 = 0;
@@ -57,6 +58,11 @@ pub struct Engine {
     /// Per neuron node, the used state slots (sample layout, stream-major).
     states: Vec<[Vec<f32>; NSLOT]>,
     rng: Rng,
+    kernels: Kernels,
+    /// Scratch: one sample's im2col matrix.
+    col: Vec<f32>,
+    /// Scratch: indices of the active inputs of an event-driven layer.
+    active: Vec<u32>,
 }
 
 /// Refuses NaN and infinities (no allocation on success): a non-finite input
@@ -92,10 +98,14 @@ impl Engine {
     }
 
     /// An engine over an already validated plan (plans can be shared).
+    ///
+    /// Its kernels use the fastest instruction set of this CPU, or the one
+    /// `TRACETORCH_SIMD` names (see [`Isa::from_env`] and [`Engine::set_isa`]).
     pub fn from_plan(plan: Arc<Plan>, streams: usize) -> Result<Engine> {
         if streams == 0 {
             return Err(Error::Streams { found: streams });
         }
+        let isa = Isa::from_env()?;
         let total = plan
             .floats_for(streams)
             .and_then(|n| n.checked_add(plan.weight_floats()));
@@ -122,12 +132,34 @@ impl Engine {
             states[s.neuron][s.slot] = vec![0.0; s.numel * streams];
         }
         Ok(Engine {
+            col: vec![0.0; plan.col_floats],
+            active: vec![0; plan.active_len],
             plan,
             streams,
             buffers,
             states,
             rng: Rng::new(DEFAULT_SEED),
+            kernels: Kernels::new(isa).ok_or(Error::SimdSetting {
+                value: isa.name().to_string(),
+                available: Isa::available().iter().map(|i| i.name()).collect(),
+            })?,
         })
+    }
+
+    /// The instruction set the kernels run on.
+    pub fn isa(&self) -> Isa {
+        self.kernels.isa()
+    }
+
+    /// Switches the kernels to `isa` (results may differ in the last bits:
+    /// sums are taken in another order). Fails, changing nothing, if this CPU
+    /// does not run it.
+    pub fn set_isa(&mut self, isa: Isa) -> Result<()> {
+        self.kernels = Kernels::new(isa).ok_or_else(|| Error::SimdSetting {
+            value: isa.name().to_string(),
+            available: Isa::available().iter().map(|i| i.name()).collect(),
+        })?;
+        Ok(())
     }
 
     /// The shared, immutable plan.
@@ -218,6 +250,9 @@ impl Engine {
             buffers,
             states,
             rng,
+            kernels: k,
+            col,
+            active,
         } = self;
         let streams = *streams;
         buffers[0].copy_from_slice(input);
@@ -229,10 +264,21 @@ impl Engine {
             match &step.kernel {
                 Kernel::Linear {
                     weight,
+                    weight_t,
                     bias,
                     inp,
                     out: o,
-                } => kernels::linear(x, &mut out, weight, bias.as_deref(), *inp, *o),
+                } => kernels::linear(
+                    k,
+                    x,
+                    &mut out,
+                    weight,
+                    weight_t.as_deref(),
+                    bias.as_deref(),
+                    *inp,
+                    *o,
+                    active,
+                ),
                 Kernel::Conv {
                     weight,
                     bias,
@@ -240,6 +286,7 @@ impl Engine {
                     out_channels,
                     groups,
                 } => kernels::conv2d(
+                    k,
                     x,
                     &mut out,
                     weight,
@@ -247,6 +294,7 @@ impl Engine {
                     window,
                     *out_channels,
                     *groups,
+                    col,
                 ),
                 Kernel::Pool { window, kind } => kernels::pool2d(x, &mut out, window, *kind),
                 Kernel::ChannelAffine {

@@ -222,6 +222,17 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// `TRACETORCH_SIMD` names an instruction set this CPU does not run.
+    #[error(
+        "TRACETORCH_SIMD={value:?}: expected `auto` or an instruction set this CPU runs: {}",
+        available.join(", ")
+    )]
+    SimdSetting {
+        /// The value given.
+        value: String,
+        /// The instruction sets this CPU runs.
+        available: Vec<&'static str>,
+    },
     /// An engine needs at least one stream.
     #[error("the number of streams must be at least 1, found {found}")]
     Streams {
@@ -323,6 +334,7 @@ impl Error {
             | Error::TooMuchWork { .. }
             | Error::HeaderTooLarge { .. } => ErrorKind::ModelFile,
             Error::Streams { .. }
+            | Error::SimdSetting { .. }
             | Error::TooManyStreams { .. }
             | Error::Length { .. }
             | Error::NonFinite { .. }

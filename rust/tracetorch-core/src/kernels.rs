@@ -1,50 +1,50 @@
-//! Scalar compute kernels. Every kernel works on whole buffers with the
-//! stream (batch) axis folded into its leading dimension, takes its sizes from
-//! the plan, never allocates and never fails. SIMD versions can replace these
-//! one by one behind the same signatures.
+//! Compute kernels of the plan's ops. Every kernel works on whole buffers
+//! with the stream (batch) axis folded into its leading dimension, takes its
+//! sizes from the plan, never allocates and never fails. The arithmetic-heavy
+//! ones (linear, convolution) run on the SIMD kernels of [`crate::simd`].
 
-/// Dot product with eight independent accumulators (vectorizes well and
-/// rounds closer to BLAS than a single running sum).
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut tail = 0.0f32;
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        tail += x * y;
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
-}
+use crate::simd::{Kernels, Start};
 
-/// `y[r, o] = dot(w[o, :], x[r, :]) + b[o]` for every row `r`.
+/// An event-driven step pays off below this fraction of active inputs: each
+/// active input costs a load, multiply-add and store per output, against a
+/// load and multiply-add of the dense dot products.
+const EVENT_DENSITY: f32 = 0.4;
+
+/// `y[r, :] = w x[r, :] + b` for every row `r` (`w` is `[out, inp]`).
 ///
-/// `weight` is `[out, inp]` row-major (PyTorch's layout, kept at load).
+/// With `weight_t` (`[inp, out]`, kept for inputs that are spikes), a row with
+/// few non-zero inputs adds only the weight rows of those inputs; `active`
+/// holds their indices (at least `inp` long).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn linear(
+    k: &Kernels,
     x: &[f32],
     y: &mut [f32],
     weight: &[f32],
+    weight_t: Option<&[f32]>,
     bias: Option<&[f32]>,
     inp: usize,
     out: usize,
+    active: &mut [u32],
 ) {
-    if inp == 0 || out == 0 {
+    let Some(wt) = weight_t.filter(|_| inp > 0) else {
+        k.linear(x, y, weight, bias, inp, out);
         return;
-    }
+    };
+    let limit = (inp as f32 * EVENT_DENSITY) as usize;
     for (xr, yr) in x.chunks_exact(inp).zip(y.chunks_exact_mut(out)) {
-        for (o, (yo, wr)) in yr.iter_mut().zip(weight.chunks_exact(inp)).enumerate() {
-            let d = dot(wr, xr);
-            *yo = match bias {
-                Some(b) => d + b[o],
-                None => d,
-            };
+        let mut nnz = 0;
+        for (i, v) in xr.iter().enumerate() {
+            if *v != 0.0 {
+                active[nnz] = i as u32;
+                nnz += 1;
+            }
+        }
+        if nnz > limit {
+            k.linear(xr, yr, weight, bias, inp, out);
+        } else {
+            let start = bias.map_or(Start::Zero, Start::Column);
+            k.outer_accumulate(yr, start, xr, wt, inp, out, Some(&active[..nnz]));
         }
     }
 }
@@ -104,11 +104,45 @@ impl Window {
     }
 }
 
-/// Grouped, strided, padded, dilated 2-d convolution of `streams` samples.
+/// Copies the receptive fields of `cg` input channels (`[cg, H, W]`) into
+/// `col` as `[cg * KH * KW, OH * OW]`, zeros where the window meets padding.
+fn im2col(x: &[f32], col: &mut [f32], g: &Window, cg: usize) {
+    let positions = g.oh * g.ow;
+    let mut rows = col.chunks_exact_mut(positions);
+    for c in 0..cg {
+        let xp = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ky in 0..g.kh {
+            let (oy0, oy1) = Window::valid(ky, g.stride.0, g.pad.0, g.dil.0, g.h, g.oh);
+            for kx in 0..g.kw {
+                let (ox0, ox1) = Window::valid(kx, g.stride.1, g.pad.1, g.dil.1, g.w, g.ow);
+                let Some(row) = rows.next() else { return };
+                row.fill(0.0);
+                if ox0 >= ox1 {
+                    continue;
+                }
+                let ix0 = ox0 * g.stride.1 + kx * g.dil.1 - g.pad.1;
+                for oy in oy0..oy1 {
+                    let iy = oy * g.stride.0 + ky * g.dil.0 - g.pad.0;
+                    let xrow = xp[iy * g.w + ix0..(iy + 1) * g.w]
+                        .iter()
+                        .step_by(g.stride.1);
+                    for (v, xv) in row[oy * g.ow + ox0..oy * g.ow + ox1].iter_mut().zip(xrow) {
+                        *v = *xv;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Grouped, strided, padded, dilated 2-d convolution of `streams` samples,
+/// as im2col then one broadcast-accumulate product per group.
 ///
 /// `x` is `[streams, C, H, W]`, `y` is `[streams, O, OH, OW]`, `weight` is
-/// `[O, C/groups, KH, KW]`.
+/// `[O, C/groups, KH, KW]`; `col` holds at least one group's im2col matrix.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn conv2d(
+    k: &Kernels,
     x: &[f32],
     y: &mut [f32],
     weight: &[f32],
@@ -116,6 +150,7 @@ pub(crate) fn conv2d(
     g: &Window,
     o_channels: usize,
     groups: usize,
+    col: &mut [f32],
 ) {
     let in_plane = g.h * g.w;
     let out_plane = g.oh * g.ow;
@@ -126,38 +161,25 @@ pub(crate) fn conv2d(
     }
     let cg = g.c / groups;
     let og = o_channels / groups;
-    let ksize = g.kh * g.kw;
+    let kdim = cg * g.kh * g.kw;
+    let col = &mut col[..kdim * out_plane];
     for (xs, ys) in x
         .chunks_exact(in_sample)
         .zip(y.chunks_exact_mut(out_sample))
     {
-        for (o, yp) in ys.chunks_exact_mut(out_plane).enumerate() {
-            yp.fill(bias.map_or(0.0, |b| b[o]));
-            let group = o / og;
-            for ci in 0..cg {
-                let c = group * cg + ci;
-                let xp = &xs[c * in_plane..(c + 1) * in_plane];
-                let wk = &weight[(o * cg + ci) * ksize..(o * cg + ci + 1) * ksize];
-                for ky in 0..g.kh {
-                    let (oy0, oy1) = Window::valid(ky, g.stride.0, g.pad.0, g.dil.0, g.h, g.oh);
-                    for kx in 0..g.kw {
-                        let wv = wk[ky * g.kw + kx];
-                        let (ox0, ox1) = Window::valid(kx, g.stride.1, g.pad.1, g.dil.1, g.w, g.ow);
-                        if ox0 >= ox1 {
-                            continue;
-                        }
-                        let ix0 = ox0 * g.stride.1 + kx * g.dil.1 - g.pad.1;
-                        for oy in oy0..oy1 {
-                            let iy = oy * g.stride.0 + ky * g.dil.0 - g.pad.0;
-                            let xrow = &xp[iy * g.w + ix0..(iy + 1) * g.w];
-                            let yrow = &mut yp[oy * g.ow + ox0..oy * g.ow + ox1];
-                            for (yv, xv) in yrow.iter_mut().zip(xrow.iter().step_by(g.stride.1)) {
-                                *yv += wv * xv;
-                            }
-                        }
-                    }
-                }
-            }
+        for group in 0..groups {
+            im2col(&xs[group * cg * in_plane..], col, g, cg);
+            let rows = group * og..(group + 1) * og;
+            let start = bias.map_or(Start::Zero, |b| Start::Row(&b[rows.clone()]));
+            k.outer_accumulate(
+                &mut ys[rows.start * out_plane..rows.end * out_plane],
+                start,
+                &weight[rows.start * kdim..rows.end * kdim],
+                col,
+                kdim,
+                out_plane,
+                None,
+            );
         }
     }
 }
@@ -323,6 +345,7 @@ pub(crate) fn cat<B: AsRef<[f32]>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::Isa;
 
     fn win1d(c: usize, l: usize, k: usize, s: usize, p: usize, d: usize) -> Window {
         let ol = (l + 2 * p - d * (k - 1) - 1) / s + 1;
@@ -340,23 +363,57 @@ mod tests {
         }
     }
 
-    #[test]
-    fn dot_matches_naive() {
-        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.5).collect();
-        let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32).collect();
-        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        assert_eq!(dot(&a, &b), naive);
+    /// Runs `f` with the kernels of every instruction set this CPU runs.
+    fn each_isa(mut f: impl FnMut(&Kernels)) {
+        for isa in Isa::available() {
+            f(&Kernels::new(isa).unwrap());
+        }
+    }
+
+    /// `conv2d` on every instruction set; they must agree exactly on these
+    /// small integer cases.
+    fn conv(
+        x: &[f32],
+        y: &mut [f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        g: &Window,
+        o: usize,
+        gr: usize,
+    ) {
+        let mut first: Option<Vec<f32>> = None;
+        each_isa(|k| {
+            let mut col = vec![f32::NAN; (g.c / gr) * g.kh * g.kw * g.oh * g.ow];
+            y.fill(f32::NAN);
+            conv2d(k, x, y, w, b, g, o, gr, &mut col);
+            match &first {
+                None => first = Some(y.to_vec()),
+                Some(f) => assert_eq!(f.as_slice(), &*y, "{}", k.isa()),
+            }
+        });
     }
 
     #[test]
-    fn linear_by_hand() {
-        // W = [[1,2],[3,4],[5,6]], b = [0.5, 0, -1]; x rows [1,1], [2,-1].
+    fn linear_by_hand_dense_and_event_driven() {
+        // W = [[1,2],[3,4],[5,6]], b = [0.5, 0, -1]; x rows [1,1], [2,-1], [0, 1].
         let w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let wt = [1.0, 3.0, 5.0, 2.0, 4.0, 6.0];
         let b = [0.5, 0.0, -1.0];
-        let x = [1.0, 1.0, 2.0, -1.0];
-        let mut y = [0.0; 6];
-        linear(&x, &mut y, &w, Some(&b), 2, 3);
-        assert_eq!(y, [3.5, 7.0, 10.0, 0.5, 2.0, 3.0]);
+        let x = [1.0, 1.0, 2.0, -1.0, 0.0, 1.0];
+        let expected = [3.5, 7.0, 10.0, 0.5, 2.0, 3.0, 2.5, 4.0, 5.0];
+        each_isa(|k| {
+            for t in [None, Some(&wt[..])] {
+                let mut y = [f32::NAN; 9];
+                let mut active = [0u32; 2];
+                linear(k, &x, &mut y, &w, t, Some(&b), 2, 3, &mut active);
+                assert_eq!(y, expected, "{}", k.isa());
+            }
+            // The event-driven row really took the sparse path: one active input.
+            let mut active = [9u32; 2];
+            let mut y = [0.0; 3];
+            linear(k, &x[4..], &mut y, &w, Some(&wt), None, 2, 3, &mut active);
+            assert_eq!((y, active[0]), ([2.0, 4.0, 6.0], 1));
+        });
     }
 
     #[test]
@@ -368,10 +425,10 @@ mod tests {
         assert_eq!(g.ow, 3);
         let x = [1.0, 2.0, 3.0, 4.0, 5.0];
         let mut y = [0.0; 3];
-        conv2d(&x, &mut y, &[1.0, 10.0], None, &g, 1, 1);
+        conv(&x, &mut y, &[1.0, 10.0], None, &g, 1, 1);
         assert_eq!(y, [20.0, 42.0, 4.0]);
         // With a bias of 1.
-        conv2d(&x, &mut y, &[1.0, 10.0], Some(&[1.0]), &g, 1, 1);
+        conv(&x, &mut y, &[1.0, 10.0], Some(&[1.0]), &g, 1, 1);
         assert_eq!(y, [21.0, 43.0, 5.0]);
     }
 
@@ -385,7 +442,7 @@ mod tests {
         ];
         let w = [1.0, 1.0, 2.0, -1.0];
         let mut y = [0.0; 8];
-        conv2d(&x, &mut y, &w, None, &g, 2, 2);
+        conv(&x, &mut y, &w, None, &g, 2, 2);
         assert_eq!(y, [3.0, 5.0, 3.0, 4.0, 0.0, 1.0, 2.0, 0.0]);
     }
 
@@ -406,7 +463,7 @@ mod tests {
             ow: 4,
         };
         let mut y = [0.0; 16];
-        conv2d(&x, &mut y, &[1.0; 4], None, &g, 1, 1);
+        conv(&x, &mut y, &[1.0; 4], None, &g, 1, 1);
         #[rustfmt::skip]
         let expected = [
             1.0, 3.0, 5.0, 3.0,
@@ -427,7 +484,7 @@ mod tests {
             ..g
         };
         let mut y2 = [0.0; 1];
-        conv2d(&x2, &mut y2, &[1.0; 8], None, &g2, 1, 1);
+        conv(&x2, &mut y2, &[1.0; 8], None, &g2, 1, 1);
         assert_eq!(y2, [12.0 * 11.0]);
     }
 

@@ -29,6 +29,7 @@ mod kernels;
 mod neuron;
 mod plan;
 mod rng;
+mod simd;
 #[cfg(test)]
 mod testutil;
 
@@ -36,6 +37,7 @@ pub use engine::{Engine, StateData, StateView, DEFAULT_SEED};
 pub use error::{Error, ErrorKind, Result};
 pub use neuron::{BiasSite, Fire, NeuronSpec, OutputKind, Quant, Spike};
 pub use plan::{Plan, FORMAT_VERSION, MAX_FLOATS, MAX_HEADER_BYTES, MAX_WORK};
+pub use simd::{Isa, SIMD_ENV};
 
 /// Version of the engine, shared with the Python package.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -451,6 +451,15 @@ pub(crate) fn neuron_update(
     out
 }
 
+impl NeuronLayer {
+    /// Whether the outputs are spikes (mostly exact zeros): a hard spike
+    /// function or a quantizer after the surrogate.
+    pub(crate) fn emits_spikes(&self) -> bool {
+        self.spec.fires()
+            && (self.fire.spike == Spike::Heaviside || self.fire.quant != Quant::Identity)
+    }
+}
+
 /// Runs one timestep of a neuron layer over a whole buffer.
 ///
 /// `x`, `out` and every used state slot are laid out `[rows, C, inner]` (the

@@ -51,7 +51,11 @@ struct NodeDoc {
 pub(crate) enum Kernel {
     /// Matrix-vector product over the last axis.
     Linear {
+        /// `[out, inp]`, PyTorch's layout (rows for the dense dot products).
         weight: Vec<f32>,
+        /// `[inp, out]`, kept when the input is spikes: the event-driven path
+        /// adds one contiguous row per active input.
+        weight_t: Option<Vec<f32>>,
         bias: Option<Vec<f32>>,
         inp: usize,
         out: usize,
@@ -118,8 +122,13 @@ pub struct Plan {
     pub(crate) steps: Vec<Step>,
     pub(crate) neurons: Vec<NeuronLayer>,
     pub(crate) states: Vec<StateInfo>,
-    /// Floats held by the plan (weights).
+    /// Floats held by the plan (weights, in every layout kept) plus the
+    /// per-engine scratch below.
     weight_floats: usize,
+    /// Per-engine scratch: the largest im2col matrix of one sample.
+    pub(crate) col_floats: usize,
+    /// Per-engine scratch: the largest input of an event-driven linear layer.
+    pub(crate) active_len: usize,
     /// Floats of buffers and states per stream.
     pub(crate) stream_floats: usize,
 }
@@ -512,7 +521,8 @@ impl Plan {
         self.stream_floats.checked_mul(streams)
     }
 
-    /// Floats of weights held by the plan.
+    /// Floats held once per engine: weights (in every layout the kernels
+    /// use) and scratch.
     pub fn weight_floats(&self) -> usize {
         self.weight_floats
     }
@@ -645,6 +655,7 @@ impl Builder {
             })?;
         let output_buffer = out.buffer;
         let output_shape = out.shape.clone();
+        let (col_floats, active_len) = b.lay_out_for_kernels()?;
         let total = b
             .weight_floats
             .checked_add(b.stream_floats)
@@ -662,8 +673,63 @@ impl Builder {
             neurons: b.neurons,
             states: b.states,
             weight_floats: b.weight_floats,
+            col_floats,
+            active_len,
             stream_floats: b.stream_floats,
         })
+    }
+
+    /// Arranges weights for the kernels once, at load: linear layers fed by
+    /// spikes also keep their weights transposed (for the event-driven path).
+    /// Returns the scratch sizes `(im2col floats, active-input indices)`,
+    /// which count against the weight budget.
+    fn lay_out_for_kernels(&mut self) -> Result<(usize, usize)> {
+        let spiking: HashSet<usize> = self
+            .steps
+            .iter()
+            .filter_map(|s| match s.kernel {
+                Kernel::Neuron(i) if self.neurons[i].emits_spikes() => Some(s.output),
+                _ => None,
+            })
+            .collect();
+        let (mut col, mut active) = (0usize, 0usize);
+        for step in &mut self.steps {
+            match &mut step.kernel {
+                Kernel::Linear {
+                    weight,
+                    weight_t,
+                    inp,
+                    out,
+                    ..
+                } if spiking.contains(&step.inputs[0]) => {
+                    let (inp, out) = (*inp, *out);
+                    let mut t = vec![0.0f32; weight.len()];
+                    for (o, row) in weight.chunks_exact(inp).enumerate() {
+                        for (i, w) in row.iter().enumerate() {
+                            t[i * out + o] = *w;
+                        }
+                    }
+                    *weight_t = Some(t);
+                    self.weight_floats = self.weight_floats.saturating_add(weight.len());
+                    active = active.max(inp);
+                }
+                Kernel::Conv {
+                    window: g, groups, ..
+                } => {
+                    let k = (g.c / *groups) * g.kh * g.kw;
+                    col = col.max(k.saturating_mul(g.oh * g.ow));
+                }
+                _ => {}
+            }
+        }
+        self.weight_floats = self.weight_floats.saturating_add(col);
+        if self.weight_floats > MAX_FLOATS {
+            return Err(too_large(
+                "the weights and scratch",
+                Some(self.weight_floats),
+            ));
+        }
+        Ok((col, active))
     }
 
     fn add_stream_floats(&mut self, n: usize) -> Result<()> {
@@ -819,6 +885,7 @@ impl Builder {
                 (
                     Some(Kernel::Linear {
                         weight,
+                        weight_t: None,
                         bias,
                         inp,
                         out,

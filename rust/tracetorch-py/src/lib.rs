@@ -61,7 +61,7 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
-use tracetorch_core::{Engine, Error, ErrorKind, Plan, StateView, MAX_FLOATS};
+use tracetorch_core::{Engine, Error, ErrorKind, Isa, Plan, StateView, MAX_FLOATS};
 
 create_exception!(
     tracetorch._native,
@@ -419,6 +419,18 @@ impl PyEngine {
         })
     }
 
+    /// The instruction set the kernels run on (`scalar`, `neon`, `avx2`, `avx512`).
+    #[getter]
+    fn simd(&self) -> &'static str {
+        self.lock().engine.isa().name()
+    }
+
+    /// Switches the kernels to another instruction set this CPU runs.
+    fn set_simd(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        let isa = Isa::from_setting(name).map_err(|e| to_py_err(py, e))?;
+        self.compute(py, |e| e.set_isa(isa))
+    }
+
     /// The model file bytes (for pickling).
     fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, self.plan.source())
@@ -434,6 +446,12 @@ impl PyEngine {
     }
 }
 
+/// The instruction sets this CPU runs, scalar first, fastest last.
+#[pyfunction]
+fn simd_available() -> Vec<&'static str> {
+    Isa::available().into_iter().map(Isa::name).collect()
+}
+
 /// The native part of the `tracetorch` package.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -443,5 +461,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ModelFileError", model_file_error(py)?)?;
     m.add("EngineInputError", engine_input_error(py)?)?;
     m.add_class::<PyEngine>()?;
+    m.add_function(wrap_pyfunction!(simd_available, m)?)?;
     Ok(())
 }
