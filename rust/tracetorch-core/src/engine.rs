@@ -308,7 +308,7 @@ impl Engine {
                     kernels::cat(buffers, &step.inputs, chunks, &mut out, rows * streams)
                 }
                 Kernel::Neuron(i) => {
-                    neuron_kernel(&plan.neurons[*i], rng, x, &mut out, &mut states[*i])
+                    neuron_kernel(k, &plan.neurons[*i], rng, x, &mut out, &mut states[*i])
                 }
             }
             buffers[step.output] = out;

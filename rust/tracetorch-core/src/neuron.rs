@@ -7,7 +7,10 @@
 
 use serde::Deserialize;
 
+use pulp::{Simd, WithSimd};
+
 use crate::rng::Rng;
+use crate::simd::Kernels;
 
 /// Where the `bias` parameter enters the update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -171,44 +174,177 @@ pub struct Fire {
 }
 
 impl Fire {
-    #[inline(always)]
+    /// `quant(spike(u))` for one value (the scalar lane of [`Ops::fire`]).
+    #[cfg(test)]
     fn apply(&self, u: f32, rng: &mut Rng) -> f32 {
-        let s = match self.spike {
-            Spike::Sigmoid4x => sigmoid(4.0 * u),
-            Spike::Heaviside => {
-                if u > 0.0 {
-                    1.0
-                } else {
-                    0.0
-                }
-            }
-        };
-        match self.quant {
-            Quant::Identity => s,
-            Quant::Round(step) => (s / step).round_ties_even() * step,
-            Quant::StochasticRound(step) => {
-                let scaled = s / step;
-                let low = scaled.floor();
-                let up = if rng.uniform() < scaled - low {
-                    1.0
-                } else {
-                    0.0
-                };
-                (low + up) * step
-            }
-            Quant::Probabilistic => {
-                let p = s.clamp(0.0, 1.0);
-                let draw = if rng.uniform() < p { 1.0 } else { 0.0 };
-                s * draw
-            }
-        }
+        Ops(pulp::Scalar::new()).fire(self, u, &mut || rng.uniform())
     }
 }
 
 /// `1 / (1 + exp(-x))`; saturates to exactly 0 or 1 without overflow trouble.
-#[inline(always)]
 pub(crate) fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    Ops(pulp::Scalar::new()).sigmoid(x)
+}
+
+/// The arithmetic of the neuron core over pulp's vector type `S::f32s`
+/// (plain `f32` on the scalar path), so that one core serves every
+/// instruction set with the same operations in the same order.
+#[derive(Clone, Copy)]
+pub(crate) struct Ops<S: Simd>(pub(crate) S);
+
+impl<S: Simd> Ops<S> {
+    #[inline(always)]
+    fn splat(self, v: f32) -> S::f32s {
+        self.0.splat_f32s(v)
+    }
+
+    #[inline(always)]
+    fn add(self, a: S::f32s, b: S::f32s) -> S::f32s {
+        self.0.add_f32s(a, b)
+    }
+
+    #[inline(always)]
+    fn sub(self, a: S::f32s, b: S::f32s) -> S::f32s {
+        self.0.sub_f32s(a, b)
+    }
+
+    #[inline(always)]
+    fn mul(self, a: S::f32s, b: S::f32s) -> S::f32s {
+        self.0.mul_f32s(a, b)
+    }
+
+    /// `torch.clamp(v, min=0)`: NaN stays NaN.
+    #[inline(always)]
+    fn pos(self, v: S::f32s) -> S::f32s {
+        let zero = self.splat(0.0);
+        self.0.select_f32s(self.0.less_than_f32s(v, zero), zero, v)
+    }
+
+    /// `torch.clamp(v, max=0)`: NaN stays NaN.
+    #[inline(always)]
+    fn neg(self, v: S::f32s) -> S::f32s {
+        let zero = self.splat(0.0);
+        self.0
+            .select_f32s(self.0.greater_than_f32s(v, zero), zero, v)
+    }
+
+    /// `v > 0` as 1.0 / 0.0 (NaN gives 0).
+    #[inline(always)]
+    fn heaviside(self, v: S::f32s) -> S::f32s {
+        let gt = self.0.greater_than_f32s(v, self.splat(0.0));
+        self.0.select_f32s(gt, self.splat(1.0), self.splat(0.0))
+    }
+
+    /// `_trace`: `drive + decay*(old - drive)` when averaging, else `drive + decay*old`.
+    #[inline(always)]
+    fn trace(self, old: S::f32s, decay: S::f32s, ema: bool, drive: S::f32s) -> S::f32s {
+        if ema {
+            self.add(drive, self.mul(decay, self.sub(old, drive)))
+        } else {
+            self.add(drive, self.mul(decay, old))
+        }
+    }
+
+    /// Round half to even (`torch.round`), exact for every float: below
+    /// 2^23 adding and removing 2^23 rounds in the current (nearest-even)
+    /// mode; from 2^23 on every float is already an integer.
+    #[inline(always)]
+    fn round_even(self, v: S::f32s) -> S::f32s {
+        let big = self.splat(8_388_608.0);
+        let mag = self.0.abs_f32s(v);
+        let rounded = self.sub(self.add(mag, big), big);
+        let rounded = self
+            .0
+            .select_f32s(self.0.less_than_f32s(mag, big), rounded, mag);
+        // Put the sign back (also on zero and NaN).
+        let sign = self.0.and_f32s(v, self.splat(-0.0));
+        self.0.or_f32s(rounded, sign)
+    }
+
+    /// `floor(v)`.
+    #[inline(always)]
+    fn floor(self, v: S::f32s) -> S::f32s {
+        let r = self.round_even(v);
+        let above = self.0.greater_than_f32s(r, v);
+        self.0.select_f32s(above, self.sub(r, self.splat(1.0)), r)
+    }
+
+    /// `exp(x)` to about one ulp (Cephes' expf): `2^n * p(r)` with
+    /// `x = n ln2 + r`. Past the float range it gives infinity or zero; it
+    /// saturates at `exp(88.3)` just below the overflow and flushes below
+    /// `exp(-86)` to zero (it serves the sigmoid, where either is < 1e-37 away).
+    #[inline(always)]
+    fn exp(self, x: S::f32s) -> S::f32s {
+        let s = self.0;
+        // n stays in [-124, 127] so 2^n is a normal float.
+        let xc = s.max_f32s(s.min_f32s(x, self.splat(88.3)), self.splat(-86.0));
+        let magic = self.splat(12_582_912.0); // 1.5 * 2^23: rounds to an integer in the low bits
+        let t = self.add(self.mul(xc, self.splat(std::f32::consts::LOG2_E)), magic);
+        let n = self.sub(t, magic);
+        let r = self.sub(
+            self.sub(xc, self.mul(n, self.splat(0.693_359_4))),
+            self.mul(n, self.splat(-2.121_944_4e-4)),
+        );
+        let mut p = self.splat(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            5.000_000_2e-1,
+        ] {
+            p = self.add(self.mul(p, r), self.splat(c));
+        }
+        let y = self.add(self.add(self.mul(p, self.mul(r, r)), r), self.splat(1.0));
+        // 2^n: n sits in the low mantissa bits of t; shift it to the exponent.
+        let n_bits = s.sub_u32s(pulp::cast(t), pulp::cast(magic));
+        let scaled: S::f32s =
+            pulp::cast(s.add_u32s(pulp::cast(y), s.mul_u32s(n_bits, s.splat_u32s(1 << 23))));
+        let inf = s.greater_than_f32s(x, self.splat(88.72));
+        let zero = s.less_than_f32s(x, self.splat(-86.0));
+        let out = s.select_f32s(inf, self.splat(f32::INFINITY), scaled);
+        let out = s.select_f32s(zero, self.splat(0.0), out);
+        // NaN in, NaN out (the clamps above would hide it).
+        s.select_f32s(s.equal_f32s(x, x), out, x)
+    }
+
+    /// `1 / (1 + exp(-x))`.
+    #[inline(always)]
+    fn sigmoid(self, x: S::f32s) -> S::f32s {
+        let one = self.splat(1.0);
+        let e = self.exp(self.sub(self.splat(0.0), x));
+        self.0.div_f32s(one, self.add(one, e))
+    }
+
+    /// `quant(spike(u))`; `uniform` draws one uniform in [0, 1) per lane.
+    #[inline(always)]
+    fn fire(self, fire: &Fire, u: S::f32s, uniform: &mut impl FnMut() -> S::f32s) -> S::f32s {
+        let s = self.0;
+        let spike = match fire.spike {
+            Spike::Sigmoid4x => self.sigmoid(self.mul(self.splat(4.0), u)),
+            Spike::Heaviside => self.heaviside(u),
+        };
+        match fire.quant {
+            Quant::Identity => spike,
+            Quant::Round(step) => {
+                let step = self.splat(step);
+                self.mul(self.round_even(s.div_f32s(spike, step)), step)
+            }
+            Quant::StochasticRound(step) => {
+                let step = self.splat(step);
+                let scaled = s.div_f32s(spike, step);
+                let low = self.floor(scaled);
+                let up = s.less_than_f32s(uniform(), self.sub(scaled, low));
+                let up = s.select_f32s(up, self.splat(1.0), self.splat(0.0));
+                self.mul(self.add(low, up), step)
+            }
+            Quant::Probabilistic => {
+                let p = s.min_f32s(s.max_f32s(spike, self.splat(0.0)), self.splat(1.0));
+                let hit = s.less_than_f32s(uniform(), p);
+                self.mul(spike, s.select_f32s(hit, self.splat(1.0), self.splat(0.0)))
+            }
+        }
+    }
 }
 
 // Parameter indices: one row of [f32; NPARAM] per neuron.
@@ -274,45 +410,18 @@ pub(crate) struct NeuronLayer {
     pub(crate) fire: Fire,
     /// One row per neuron (scalars broadcast at load).
     pub(crate) params: Vec<ParamRow>,
+    /// The same values by parameter, `[NPARAM][C]`, for vector loads.
+    pub(crate) columns: Vec<Vec<f32>>,
     /// Slots in use, in state order.
     pub(crate) slots: Vec<usize>,
     /// Product of the sample axes after the neuron axis.
     pub(crate) inner: usize,
 }
 
-#[inline(always)]
-fn pos(v: f32) -> f32 {
-    // torch.clamp(v, min=0): NaN stays NaN.
-    if v < 0.0 {
-        0.0
-    } else {
-        v
-    }
-}
-
-#[inline(always)]
-fn neg(v: f32) -> f32 {
-    if v > 0.0 {
-        0.0
-    } else {
-        v
-    }
-}
-
-/// `_trace`: `drive + decay*(old - drive)` when averaging, else `drive + decay*old`.
-#[inline(always)]
-fn trace(old: f32, decay: f32, ema: bool, drive: f32) -> f32 {
-    if ema {
-        drive + decay * (old - drive)
-    } else {
-        drive + decay * old
-    }
-}
-
 /// One timestep of one neuron: `neuron_step` for a single element.
 ///
 /// `s` holds the neuron's states by slot and is updated in place.
-#[inline(always)]
+#[cfg(test)]
 pub(crate) fn neuron_update(
     spec: &NeuronSpec,
     fire: &Fire,
@@ -321,18 +430,34 @@ pub(crate) fn neuron_update(
     s: &mut [f32; NSLOT],
     x: f32,
 ) -> f32 {
+    let ops = Ops(pulp::Scalar::new());
+    update(ops, spec, fire, |k| p[k], &mut || rng.uniform(), s, x)
+}
+
+/// One timestep of one lane of neurons: `neuron_step`, operation for
+/// operation. `p(k)` gives parameter `k`, `s` holds the states by slot.
+#[inline(always)]
+fn update<S: Simd>(
+    o: Ops<S>,
+    spec: &NeuronSpec,
+    fire: &Fire,
+    p: impl Fn(usize) -> S::f32s,
+    uniform: &mut impl FnMut() -> S::f32s,
+    s: &mut [S::f32s; NSLOT],
+    x: S::f32s,
+) -> S::f32s {
     let dual = spec.dual;
 
     // 1. Input current.
     let current = if spec.synaptic {
         if dual {
-            let ps = trace(s[SYN], p[POS_ALPHA], spec.syn_ema, pos(x));
-            let ns = trace(s[SYN_NEG], p[NEG_ALPHA], spec.syn_ema, neg(x));
+            let ps = o.trace(s[SYN], p(POS_ALPHA), spec.syn_ema, o.pos(x));
+            let ns = o.trace(s[SYN_NEG], p(NEG_ALPHA), spec.syn_ema, o.neg(x));
             s[SYN] = ps;
             s[SYN_NEG] = ns;
-            ps + ns
+            o.add(ps, ns)
         } else {
-            let syn = trace(s[SYN], p[ALPHA], spec.syn_ema, x);
+            let syn = o.trace(s[SYN], p(ALPHA), spec.syn_ema, x);
             s[SYN] = syn;
             syn
         }
@@ -341,44 +466,45 @@ pub(crate) fn neuron_update(
     };
 
     // 2. Membrane drive.
-    let mut drive = 0.0;
-    let mut drive_pos = 0.0;
-    let mut drive_neg = 0.0;
+    let zero = o.splat(0.0);
+    let mut drive = zero;
+    let mut drive_pos = zero;
+    let mut drive_neg = zero;
     if spec.recurrent {
         let prev = s[PREV];
         if dual {
-            let pr = trace(s[REC], p[POS_GAMMA], spec.rec_ema, pos(prev));
-            let nr = trace(s[REC_NEG], p[NEG_GAMMA], spec.rec_ema, neg(prev));
+            let pr = o.trace(s[REC], p(POS_GAMMA), spec.rec_ema, o.pos(prev));
+            let nr = o.trace(s[REC_NEG], p(NEG_GAMMA), spec.rec_ema, o.neg(prev));
             s[REC] = pr;
             s[REC_NEG] = nr;
-            let rec = pr + nr;
-            drive_pos = pos(current) + p[POS_REC_WEIGHT] * pos(rec);
-            drive_neg = neg(current) + p[NEG_REC_WEIGHT] * neg(rec);
+            let rec = o.add(pr, nr);
+            drive_pos = o.add(o.pos(current), o.mul(p(POS_REC_WEIGHT), o.pos(rec)));
+            drive_neg = o.add(o.neg(current), o.mul(p(NEG_REC_WEIGHT), o.neg(rec)));
         } else {
-            let rec = trace(s[REC], p[GAMMA], spec.rec_ema, prev);
+            let rec = o.trace(s[REC], p(GAMMA), spec.rec_ema, prev);
             s[REC] = rec;
-            drive = current + p[REC_WEIGHT] * rec;
+            drive = o.add(current, o.mul(p(REC_WEIGHT), rec));
         }
     } else if dual {
-        drive_pos = pos(current);
-        drive_neg = neg(current);
+        drive_pos = o.pos(current);
+        drive_neg = o.neg(current);
     } else {
         drive = current;
     }
     if spec.bias == BiasSite::Drive {
-        drive += p[BIAS];
+        drive = o.add(drive, p(BIAS));
     }
 
     // 3. Membrane.
-    let mut pos_mem = 0.0;
-    let mut neg_mem = 0.0;
+    let mut pos_mem = zero;
+    let mut neg_mem = zero;
     let mut membrane;
     if dual {
-        pos_mem = trace(s[MEM], p[POS_BETA], spec.mem_ema, drive_pos);
-        neg_mem = trace(s[MEM_NEG], p[NEG_BETA], spec.mem_ema, drive_neg);
-        membrane = pos_mem + neg_mem;
+        pos_mem = o.trace(s[MEM], p(POS_BETA), spec.mem_ema, drive_pos);
+        neg_mem = o.trace(s[MEM_NEG], p(NEG_BETA), spec.mem_ema, drive_neg);
+        membrane = o.add(pos_mem, neg_mem);
     } else {
-        membrane = trace(s[MEM], p[BETA], spec.mem_ema, drive);
+        membrane = o.trace(s[MEM], p(BETA), spec.mem_ema, drive);
     }
 
     // 4. Output and reset.
@@ -387,49 +513,52 @@ pub(crate) fn neuron_update(
         out = membrane;
     } else {
         let spike_bias = spec.bias == BiasSite::Spike;
-        let pos_threshold = p[POS_THRESHOLD];
+        let pos_threshold = p(POS_THRESHOLD);
         let offset = if spike_bias {
-            p[BIAS] - pos_threshold
+            o.sub(p(BIAS), pos_threshold)
         } else {
-            -pos_threshold
+            o.sub(zero, pos_threshold)
         };
-        let spike_pos = fire.apply(membrane + offset, rng);
-        let mut reset_membrane = 0.0;
+        let spike_pos = o.fire(fire, o.add(membrane, offset), uniform);
+        let mut reset_membrane = zero;
         if dual {
-            let half = 0.5 * pos_threshold;
-            pos_mem -= spike_pos * half;
-            neg_mem -= spike_pos * half;
+            let half = o.mul(o.splat(0.5), pos_threshold);
+            pos_mem = o.sub(pos_mem, o.mul(spike_pos, half));
+            neg_mem = o.sub(neg_mem, o.mul(spike_pos, half));
         } else {
-            reset_membrane = membrane - spike_pos * pos_threshold;
+            reset_membrane = o.sub(membrane, o.mul(spike_pos, pos_threshold));
         }
         if spec.output == OutputKind::Ternary {
-            let neg_threshold = p[NEG_THRESHOLD];
+            let neg_threshold = p(NEG_THRESHOLD);
             let seen = if spec.neg_sees_pos_reset {
                 reset_membrane
             } else {
                 membrane
             };
             let limit = if spike_bias {
-                -neg_threshold - p[BIAS]
+                o.sub(o.sub(zero, neg_threshold), p(BIAS))
             } else {
-                -neg_threshold
+                o.sub(zero, neg_threshold)
             };
-            let spike_neg = -fire.apply(limit - seen, rng);
+            let spike_neg = o.sub(zero, o.fire(fire, o.sub(limit, seen), uniform));
             if dual {
-                let half = 0.5 * neg_threshold;
-                pos_mem -= spike_neg * half;
-                neg_mem -= spike_neg * half;
+                let half = o.mul(o.splat(0.5), neg_threshold);
+                pos_mem = o.sub(pos_mem, o.mul(spike_neg, half));
+                neg_mem = o.sub(neg_mem, o.mul(spike_neg, half));
             } else {
-                reset_membrane -= spike_neg * neg_threshold;
+                reset_membrane = o.sub(reset_membrane, o.mul(spike_neg, neg_threshold));
             }
             out = if spec.scaled {
-                p[POS_SCALE] * spike_pos + p[NEG_SCALE] * spike_neg
+                o.add(
+                    o.mul(p(POS_SCALE), spike_pos),
+                    o.mul(p(NEG_SCALE), spike_neg),
+                )
             } else {
-                spike_pos + spike_neg
+                o.add(spike_pos, spike_neg)
             };
         } else {
             out = if spec.scaled {
-                p[POS_SCALE] * spike_pos
+                o.mul(p(POS_SCALE), spike_pos)
             } else {
                 spike_pos
             };
@@ -460,35 +589,107 @@ impl NeuronLayer {
     }
 }
 
-/// Runs one timestep of a neuron layer over a whole buffer.
+/// Runs one timestep of a neuron layer over a whole buffer, a vector of
+/// neurons at a time.
 ///
 /// `x`, `out` and every used state slot are laid out `[rows, C, inner]` (the
 /// sample layout with streams folded into `rows`); parameters vary along `C`.
 pub(crate) fn neuron_kernel(
+    k: &Kernels,
     layer: &NeuronLayer,
     rng: &mut Rng,
     x: &[f32],
     out: &mut [f32],
     states: &mut [Vec<f32>; NSLOT],
 ) {
-    let c_len = layer.params.len();
-    let inner = layer.inner;
-    let block = c_len * inner;
-    if block == 0 {
-        return;
+    k.dispatch(NeuronPass {
+        layer,
+        rng,
+        x,
+        out,
+        states,
+    })
+}
+
+struct NeuronPass<'a> {
+    layer: &'a NeuronLayer,
+    rng: &'a mut Rng,
+    x: &'a [f32],
+    out: &'a mut [f32],
+    states: &'a mut [Vec<f32>; NSLOT],
+}
+
+/// Updates the neurons in `span` (at most one vector) in place.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn lane<S: Simd>(
+    o: Ops<S>,
+    layer: &NeuronLayer,
+    rng: &mut Rng,
+    p: impl Fn(usize) -> S::f32s,
+    span: std::ops::Range<usize>,
+    x: &[f32],
+    out: &mut [f32],
+    states: &mut [Vec<f32>; NSLOT],
+) {
+    let simd = o.0;
+    let mut s = [simd.splat_f32s(0.0); NSLOT];
+    for &k in &layer.slots {
+        s[k] = simd.partial_load_f32s(&states[k][span.clone()]);
     }
-    let rows = x.len() / block;
-    let mut s = [0.0f32; NSLOT];
-    for r in 0..rows {
-        for (c, p) in layer.params.iter().enumerate() {
-            let base = (r * c_len + c) * inner;
-            for j in base..base + inner {
-                for &k in &layer.slots {
-                    s[k] = states[k][j];
+    // Stochastic quantizers draw one uniform per neuron, in order.
+    let count = span.len();
+    let mut uniform = || {
+        let mut u = [0.0f32; 16];
+        u[..count].iter_mut().for_each(|v| *v = rng.uniform());
+        simd.partial_load_f32s(&u[..S::F32_LANES])
+    };
+    let xv = simd.partial_load_f32s(&x[span.clone()]);
+    let y = update(o, &layer.spec, &layer.fire, p, &mut uniform, &mut s, xv);
+    simd.partial_store_f32s(&mut out[span.clone()], y);
+    for &k in &layer.slots {
+        simd.partial_store_f32s(&mut states[k][span.clone()], s[k]);
+    }
+}
+
+impl WithSimd for NeuronPass<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let NeuronPass {
+            layer,
+            rng,
+            x,
+            out,
+            states,
+        } = self;
+        let o = Ops(simd);
+        let lanes = S::F32_LANES;
+        let c_len = layer.params.len();
+        let inner = layer.inner;
+        let block = c_len * inner;
+        if block == 0 {
+            return;
+        }
+        for r in 0..x.len() / block {
+            if inner == 1 {
+                // Parameters vary from lane to lane: load them by column.
+                for c in (0..c_len).step_by(lanes) {
+                    let end = (c + lanes).min(c_len);
+                    let p = |k: usize| simd.partial_load_f32s(&layer.columns[k][c..end]);
+                    let span = r * c_len + c..r * c_len + end;
+                    lane(o, layer, rng, p, span, x, out, states);
                 }
-                out[j] = neuron_update(&layer.spec, &layer.fire, rng, p, &mut s, x[j]);
-                for &k in &layer.slots {
-                    states[k][j] = s[k];
+            } else {
+                // One channel's parameters, broadcast over its positions.
+                for (c, row) in layer.params.iter().enumerate() {
+                    let p = |k: usize| simd.splat_f32s(row[k]);
+                    let base = (r * c_len + c) * inner;
+                    for j in (0..inner).step_by(lanes) {
+                        let span = base + j..base + (j + lanes).min(inner);
+                        lane(o, layer, rng, p, span, x, out, states);
+                    }
                 }
             }
         }
@@ -498,6 +699,7 @@ pub(crate) fn neuron_kernel(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::Isa;
 
     fn spec() -> NeuronSpec {
         NeuronSpec {
@@ -863,5 +1065,81 @@ mod tests {
         };
         let params: Vec<&str> = lib.parameters().iter().map(|&i| PARAM_NAMES[i]).collect();
         assert_eq!(params, ["beta", "pos_threshold", "bias"]);
+    }
+
+    /// The vector math of the core, lane by lane against the standard
+    /// library, on every instruction set this CPU runs.
+    #[test]
+    fn vector_math_matches_std_on_every_isa() {
+        struct Check(Vec<f32>);
+        impl WithSimd for Check {
+            type Output = ();
+            #[inline(always)]
+            fn with_simd<S: Simd>(self, simd: S) {
+                let o = Ops(simd);
+                for chunk in self.0.chunks(S::F32_LANES) {
+                    let v = simd.partial_load_f32s(chunk);
+                    let mut got = [[0.0f32; 16]; 4];
+                    let outs = [o.exp(v), o.round_even(v), o.floor(v), o.sigmoid(v)];
+                    for (g, r) in got.iter_mut().zip(outs) {
+                        simd.partial_store_f32s(&mut g[..chunk.len()], r);
+                    }
+                    for (i, &x) in chunk.iter().enumerate() {
+                        let e = f64::from(x).exp();
+                        let (ge, gr, gf, gs) = (got[0][i], got[1][i], got[2][i], got[3][i]);
+                        if x.is_nan() {
+                            assert!(ge.is_nan() && gr.is_nan() && gf.is_nan() && gs.is_nan());
+                            continue;
+                        }
+                        if x > 88.72 {
+                            assert_eq!(ge, f32::INFINITY);
+                        } else if x > 88.3 {
+                            assert!(ge >= 2.2e38, "exp({x}) = {ge}");
+                        } else if x >= -86.0 {
+                            assert!((f64::from(ge) - e).abs() <= 2.5e-7 * e, "exp({x}) = {ge}");
+                        } else {
+                            assert_eq!(ge, 0.0, "exp({x})");
+                        }
+                        assert_eq!(gr.to_bits(), x.round_ties_even().to_bits(), "round({x})");
+                        assert_eq!(gf.to_bits(), x.floor().to_bits(), "floor({x})");
+                        let sig = 1.0 / (1.0 + (-f64::from(x)).exp());
+                        assert!(
+                            (f64::from(gs) - sig).abs() <= 3e-7 * sig + 1e-37,
+                            "sigmoid({x})"
+                        );
+                    }
+                }
+            }
+        }
+        let mut rng = Rng::new(3);
+        let mut values: Vec<f32> = (0..4000).map(|_| (rng.uniform() - 0.5) * 200.0).collect();
+        values.extend((0..2000).map(|_| (rng.uniform() - 0.5) * 6.0));
+        values.extend([
+            0.0,
+            -0.0,
+            0.5,
+            1.5,
+            2.5,
+            -0.5,
+            -2.5,
+            8_388_607.5,
+            8_388_608.0,
+            -1e30,
+            1e30,
+            88.72,
+            88.73,
+            -86.0,
+            -86.1,
+            f32::MAX,
+            f32::MIN,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e-40,
+            -1e-40,
+        ]);
+        for isa in Isa::available() {
+            Kernels::new(isa).unwrap().dispatch(Check(values.clone()));
+        }
     }
 }

@@ -1264,6 +1264,9 @@ fn neuron(
         NeuronLayer {
             spec,
             fire,
+            columns: (0..NPARAM)
+                .map(|k| rows.iter().map(|r| r[k]).collect())
+                .collect(),
             params: rows,
             slots,
             inner,

@@ -134,6 +134,12 @@ impl Kernels {
         self.isa
     }
 
+    /// Runs a kernel written over pulp's `Simd` on this instruction set.
+    #[inline(always)]
+    pub(crate) fn dispatch<Op: WithSimd>(&self, op: Op) -> Op::Output {
+        self.arch.dispatch(op)
+    }
+
     /// Dense linear layer over `rows = x.len() / inp` rows:
     /// `y[r, o] = w[o, :] · x[r, :] + bias[o]`, with `w` as `[out, inp]`.
     pub(crate) fn linear(
