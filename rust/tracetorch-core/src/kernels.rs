@@ -33,12 +33,11 @@ pub(crate) fn linear(
     };
     let limit = (inp as f32 * EVENT_DENSITY) as usize;
     for (xr, yr) in x.chunks_exact(inp).zip(y.chunks_exact_mut(out)) {
+        // Branch-free: spikes are random, so a branch per input mispredicts.
         let mut nnz = 0;
         for (i, v) in xr.iter().enumerate() {
-            if *v != 0.0 {
-                active[nnz] = i as u32;
-                nnz += 1;
-            }
+            active[nnz] = i as u32;
+            nnz += usize::from(*v != 0.0);
         }
         if nnz > limit {
             k.linear(xr, yr, weight, bias, inp, out);
@@ -123,11 +122,14 @@ fn im2col(x: &[f32], col: &mut [f32], g: &Window, cg: usize) {
                 let ix0 = ox0 * g.stride.1 + kx * g.dil.1 - g.pad.1;
                 for oy in oy0..oy1 {
                     let iy = oy * g.stride.0 + ky * g.dil.0 - g.pad.0;
-                    let xrow = xp[iy * g.w + ix0..(iy + 1) * g.w]
-                        .iter()
-                        .step_by(g.stride.1);
-                    for (v, xv) in row[oy * g.ow + ox0..oy * g.ow + ox1].iter_mut().zip(xrow) {
-                        *v = *xv;
+                    let dst = &mut row[oy * g.ow + ox0..oy * g.ow + ox1];
+                    let src = &xp[iy * g.w + ix0..(iy + 1) * g.w];
+                    if g.stride.1 == 1 {
+                        dst.copy_from_slice(&src[..dst.len()]);
+                    } else {
+                        for (v, xv) in dst.iter_mut().zip(src.iter().step_by(g.stride.1)) {
+                            *v = *xv;
+                        }
                     }
                 }
             }

@@ -635,7 +635,7 @@ fn lane<S: Simd>(
     let simd = o.0;
     let mut s = [simd.splat_f32s(0.0); NSLOT];
     for &k in &layer.slots {
-        s[k] = simd.partial_load_f32s(&states[k][span.clone()]);
+        s[k] = load(simd, &states[k][span.clone()]);
     }
     // Stochastic quantizers draw one uniform per neuron, in order.
     let count = span.len();
@@ -644,11 +644,29 @@ fn lane<S: Simd>(
         u[..count].iter_mut().for_each(|v| *v = rng.uniform());
         simd.partial_load_f32s(&u[..S::F32_LANES])
     };
-    let xv = simd.partial_load_f32s(&x[span.clone()]);
+    let xv = load(simd, &x[span.clone()]);
     let y = update(o, &layer.spec, &layer.fire, p, &mut uniform, &mut s, xv);
-    simd.partial_store_f32s(&mut out[span.clone()], y);
+    store(simd, &mut out[span.clone()], y);
     for &k in &layer.slots {
-        simd.partial_store_f32s(&mut states[k][span.clone()], s[k]);
+        store(simd, &mut states[k][span.clone()], s[k]);
+    }
+}
+
+/// Loads up to one vector; a whole one without the masked-load path.
+#[inline(always)]
+fn load<S: Simd>(simd: S, v: &[f32]) -> S::f32s {
+    match S::as_simd_f32s(v).0 {
+        [whole] => *whole,
+        _ => simd.partial_load_f32s(v),
+    }
+}
+
+/// Stores up to one vector; a whole one without the masked-store path.
+#[inline(always)]
+fn store<S: Simd>(simd: S, v: &mut [f32], value: S::f32s) {
+    match S::as_mut_simd_f32s(v).0 {
+        [whole] => *whole = value,
+        _ => simd.partial_store_f32s(v, value),
     }
 }
 
@@ -677,7 +695,7 @@ impl WithSimd for NeuronPass<'_> {
                 // Parameters vary from lane to lane: load them by column.
                 for c in (0..c_len).step_by(lanes) {
                     let end = (c + lanes).min(c_len);
-                    let p = |k: usize| simd.partial_load_f32s(&layer.columns[k][c..end]);
+                    let p = |k: usize| load(simd, &layer.columns[k][c..end]);
                     let span = r * c_len + c..r * c_len + end;
                     lane(o, layer, rng, p, span, x, out, states);
                 }
