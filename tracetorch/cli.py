@@ -124,7 +124,7 @@ def _bench(args: argparse.Namespace) -> int:
     per_step_run = (time.perf_counter() - start) / args.steps
     times.sort()
     p99 = times[int(0.99 * (len(times) - 1))]
-    print(f"{args.model}: streams={args.streams}, {args.steps} steps")
+    print(f"{args.model}: streams={args.streams}, {args.steps} steps, {engine.simd} kernels")
     print(f"step() from Python: median {statistics.median(times) * 1e6:.2f} us, "
           f"p99 {p99 * 1e6:.2f} us")  # fmt: skip
     print(f"run() (Rust loop):  {per_step_run * 1e6:.2f} us per step")
