@@ -129,6 +129,8 @@ pub struct Plan {
     pub(crate) col_floats: usize,
     /// Per-engine scratch: the largest input of an event-driven linear layer.
     pub(crate) active_len: usize,
+    /// Multiply-adds of one step of one stream.
+    work: usize,
     /// Floats of buffers and states per stream.
     pub(crate) stream_floats: usize,
 }
@@ -521,6 +523,11 @@ impl Plan {
         self.stream_floats.checked_mul(streams)
     }
 
+    /// Multiply-adds (and other element operations) of one step of one stream.
+    pub fn work(&self) -> usize {
+        self.work
+    }
+
     /// Floats held once per engine: weights (in every layout the kernels
     /// use) and scratch.
     pub fn weight_floats(&self) -> usize {
@@ -675,6 +682,7 @@ impl Builder {
             weight_floats: b.weight_floats,
             col_floats,
             active_len,
+            work: b.work,
             stream_floats: b.stream_floats,
         })
     }

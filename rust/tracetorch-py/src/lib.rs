@@ -131,15 +131,17 @@ fn input_err(py: Python<'_>, msg: String) -> PyErr {
     }
 }
 
-/// Runs `f` with the GIL released. `Err` carries the message of a panic (a
-/// bug: the core never panics on any input), which must not reach Python as a
-/// `PanicException`.
-fn detached<T, F>(py: Python<'_>, f: F) -> Result<Result<T, Error>, String>
+/// Runs `f` with the GIL released, unless `keep_gil` (for calls of a few
+/// microseconds, where releasing and taking back the GIL would cost more than
+/// the work). `Err` carries the message of a panic (a bug: the core never
+/// panics on any input), which must not reach Python as a `PanicException`.
+fn detached<T, F>(py: Python<'_>, keep_gil: bool, f: F) -> Result<Result<T, Error>, String>
 where
     F: FnOnce() -> Result<T, Error> + Send,
     T: Send,
 {
-    std::panic::catch_unwind(AssertUnwindSafe(|| py.detach(f))).map_err(|payload| {
+    let call = || if keep_gil { f() } else { py.detach(f) };
+    std::panic::catch_unwind(AssertUnwindSafe(call)).map_err(|payload| {
         payload
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -156,8 +158,9 @@ fn internal_error(what: &str) -> PyErr {
 
 /// Loads an engine with the GIL released.
 fn load(py: Python<'_>, f: impl FnOnce() -> Result<Engine, Error> + Send) -> PyResult<PyEngine> {
-    match detached(py, f) {
+    match detached(py, false, f) {
         Ok(Ok(engine)) => Ok(PyEngine {
+            light: engine.plan().work().saturating_mul(engine.streams()) <= LIGHT_WORK,
             plan: engine.plan().clone(),
             streams: engine.streams(),
             inner: Mutex::new(Inner {
@@ -218,10 +221,18 @@ struct PyEngine {
     /// The engine's plan and stream count, readable without the lock.
     plan: Arc<Plan>,
     streams: usize,
+    /// Steps so short that calls keep the GIL (see [`LIGHT_WORK`]).
+    light: bool,
     /// Taken once per call, with the GIL released (threads sharing an engine
     /// are serialised).
     inner: Mutex<Inner>,
 }
+
+/// Engines doing at most this many multiply-adds per step (a few
+/// microseconds) keep the GIL during calls: releasing it costs more. Such
+/// calls never wait long on the engine lock, since every call on the engine
+/// holds the GIL.
+const LIGHT_WORK: usize = 1 << 17;
 
 const BROKEN: &str = "this engine hit an internal error earlier and can no longer be used";
 
@@ -255,7 +266,7 @@ impl PyEngine {
                 }
             }
         };
-        match detached(py, run) {
+        match detached(py, self.light, run) {
             Ok(Ok(Some(value))) => Ok(value),
             Ok(Ok(None)) => Err(TraceTorchError::new_err(BROKEN)),
             Ok(Err(e)) => Err(to_py_err(py, e)),
@@ -320,9 +331,11 @@ impl PyEngine {
         let xs = ro
             .as_slice()
             .map_err(|e| input_err(py, format!("step input: {e}")))?;
-        let mut out = vec![0.0f32; self.plan.output_len() * self.streams];
-        self.compute(py, |e| e.step(xs, &mut out))?;
-        PyArray1::from_vec(py, out).reshape(self.output_shape())
+        let out = PyArrayDyn::<f32>::zeros(py, self.output_shape(), false);
+        // SAFETY: `out` was created just above and is not shared yet.
+        let ys = unsafe { out.as_slice_mut() }.map_err(|e| internal_error(&e.to_string()))?;
+        self.compute(py, |e| e.step(xs, ys))?;
+        Ok(out)
     }
 
     /// `T` timesteps: float32 `[T, *input_shape]` in, `[T, *output_shape]` out.
