@@ -108,12 +108,17 @@ def torch_run(model: nn.Module, inputs: torch.Tensor) -> tuple[np.ndarray, float
 
 
 def crosscheck(
-    model: nn.Module, inputs: Callable[[int], torch.Tensor], tmp_path: Path
+    model: nn.Module,
+    inputs: Callable[[int], torch.Tensor],
+    tmp_path: Path,
+    atol: float = TOLERANCE,
 ) -> tt.runtime.Engine:
     """Export ``model``, stream ``inputs(seed)`` [T, streams, ...] through both, compare all.
 
     The first seed whose PyTorch run keeps every firing decision MARGIN away
-    from a tie is used (continuous random inputs make ties rare).
+    from a tie is used (continuous random inputs make ties rare). ``atol``
+    grows with the magnitude of the values compared (sums are taken in
+    another order than PyTorch's).
     """
     model.eval()
     for seed in range(10):
@@ -130,18 +135,18 @@ def crosscheck(
 
     stepped = np.stack([engine.step(x.numpy()) for x in xs])
     LARGEST_DIFFERENCE.append(float(np.abs(stepped - expected).max()))
-    np.testing.assert_allclose(stepped, expected, rtol=TOLERANCE, atol=TOLERANCE)
+    np.testing.assert_allclose(stepped, expected, rtol=TOLERANCE, atol=atol)
     want_states = torch_states(model)
     got_states = engine.states()
     assert set(got_states) == set(want_states)
     for name, state in want_states.items():
         np.testing.assert_allclose(
-            got_states[name], state.numpy(), rtol=TOLERANCE, atol=TOLERANCE, err_msg=name
+            got_states[name], state.numpy(), rtol=TOLERANCE, atol=atol, err_msg=name
         )
 
     engine.reset()
     ran = engine.run(xs.numpy())
-    np.testing.assert_allclose(ran, expected, rtol=TOLERANCE, atol=TOLERANCE)
+    np.testing.assert_allclose(ran, expected, rtol=TOLERANCE, atol=atol)
 
     # Every instruction set this CPU runs gives the same answers.
     default = engine.simd
@@ -149,7 +154,7 @@ def crosscheck(
         engine.set_simd(isa)
         engine.reset()
         np.testing.assert_allclose(
-            engine.run(xs.numpy()), expected, rtol=TOLERANCE, atol=TOLERANCE, err_msg=isa
+            engine.run(xs.numpy()), expected, rtol=TOLERANCE, atol=atol, err_msg=isa
         )
     engine.set_simd(default)
     return engine
@@ -335,7 +340,9 @@ def test_event_driven_layers_at_every_activity(tmp_path: Path) -> None:
         )
         return gain * drive((3, 24), seed=17 + 100 * seed).abs()
 
-    engine = crosscheck(model, inputs, tmp_path)
+    # Membranes reach +-50 here, where float32 values are 4e-6 apart: a few
+    # roundings of that size separate two summation orders.
+    engine = crosscheck(model, inputs, tmp_path, atol=5e-5)
     hidden = {n: s for n, s in engine.states().items() if n.startswith("spike.")}
     assert hidden, "the spiking layer's states should be exported"
     # Both regimes really occurred: rows nearly silent, and rows above the

@@ -263,20 +263,20 @@ impl Engine {
             let x = &buffers[step.inputs[0]];
             match &step.kernel {
                 Kernel::Linear {
-                    weight,
                     weight_t,
                     bias,
                     inp,
                     out: o,
+                    events,
                 } => kernels::linear(
                     k,
                     x,
                     &mut out,
-                    weight,
-                    weight_t.as_deref(),
+                    weight_t,
                     bias.as_deref(),
                     *inp,
                     *o,
+                    *events,
                     active,
                 ),
                 Kernel::Conv {

@@ -3,34 +3,35 @@
 //! sizes from the plan, never allocates and never fails. The arithmetic-heavy
 //! ones (linear, convolution) run on the SIMD kernels of [`crate::simd`].
 
-use crate::simd::{Kernels, Start};
+use crate::simd::{Kernels, Panels, Start};
 
-/// An event-driven step pays off below this fraction of active inputs: each
-/// active input costs a load, multiply-add and store per output, against a
-/// load and multiply-add of the dense dot products.
-const EVENT_DENSITY: f32 = 0.4;
+/// An event-driven step skips the inactive inputs; it pays off below this
+/// fraction of active inputs (above it, the dense path computes several
+/// streams per pass over the weights and reads no index list).
+const EVENT_DENSITY: f32 = 0.75;
 
-/// `y[r, :] = w x[r, :] + b` for every row `r` (`w` is `[out, inp]`).
-///
-/// With `weight_t` (`[inp, out]`, kept for inputs that are spikes), a row with
-/// few non-zero inputs adds only the weight rows of those inputs; `active`
-/// holds their indices (at least `inp` long).
+/// `y[r, :] = x[r, :] W^T + b` for every row `r`, with `weight_t` as
+/// `[inp, out]` in column panels ([`crate::simd::to_panels`]). With `events` (the input is spikes), a row with few
+/// non-zero inputs adds only their weight rows; `active` holds their indices
+/// (at least `inp` long).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear(
     k: &Kernels,
     x: &[f32],
     y: &mut [f32],
-    weight: &[f32],
-    weight_t: Option<&[f32]>,
+    weight_t: &[f32],
     bias: Option<&[f32]>,
     inp: usize,
     out: usize,
+    events: bool,
     active: &mut [u32],
 ) {
-    let Some(wt) = weight_t.filter(|_| inp > 0) else {
-        k.linear(x, y, weight, bias, inp, out);
+    let start = bias.map_or(Start::Zero, Start::Column);
+    let weights = Panels::packed(weight_t);
+    if !events || inp == 0 {
+        k.outer_accumulate(y, start, x, weights, inp, out, None);
         return;
-    };
+    }
     let limit = (inp as f32 * EVENT_DENSITY) as usize;
     for (xr, yr) in x.chunks_exact(inp).zip(y.chunks_exact_mut(out)) {
         // Branch-free: spikes are random, so a branch per input mispredicts.
@@ -39,12 +40,8 @@ pub(crate) fn linear(
             active[nnz] = i as u32;
             nnz += usize::from(*v != 0.0);
         }
-        if nnz > limit {
-            k.linear(xr, yr, weight, bias, inp, out);
-        } else {
-            let start = bias.map_or(Start::Zero, Start::Column);
-            k.outer_accumulate(yr, start, xr, wt, inp, out, Some(&active[..nnz]));
-        }
+        let active = (nnz <= limit).then_some(&active[..nnz]);
+        k.outer_accumulate(yr, start, xr, weights, inp, out, active);
     }
 }
 
@@ -177,7 +174,7 @@ pub(crate) fn conv2d(
                 &mut ys[rows.start * out_plane..rows.end * out_plane],
                 start,
                 &weight[rows.start * kdim..rows.end * kdim],
-                col,
+                Panels::plain(col, out_plane),
                 kdim,
                 out_plane,
                 None,
@@ -398,22 +395,21 @@ mod tests {
     #[test]
     fn linear_by_hand_dense_and_event_driven() {
         // W = [[1,2],[3,4],[5,6]], b = [0.5, 0, -1]; x rows [1,1], [2,-1], [0, 1].
-        let w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let wt = [1.0, 3.0, 5.0, 2.0, 4.0, 6.0];
+        let wt = crate::simd::to_panels(&[1.0, 3.0, 5.0, 2.0, 4.0, 6.0], 2, 3);
         let b = [0.5, 0.0, -1.0];
         let x = [1.0, 1.0, 2.0, -1.0, 0.0, 1.0];
         let expected = [3.5, 7.0, 10.0, 0.5, 2.0, 3.0, 2.5, 4.0, 5.0];
         each_isa(|k| {
-            for t in [None, Some(&wt[..])] {
+            for events in [false, true] {
                 let mut y = [f32::NAN; 9];
                 let mut active = [0u32; 2];
-                linear(k, &x, &mut y, &w, t, Some(&b), 2, 3, &mut active);
+                linear(k, &x, &mut y, &wt, Some(&b), 2, 3, events, &mut active);
                 assert_eq!(y, expected, "{}", k.isa());
             }
             // The event-driven row really took the sparse path: one active input.
             let mut active = [9u32; 2];
             let mut y = [0.0; 3];
-            linear(k, &x[4..], &mut y, &w, Some(&wt), None, 2, 3, &mut active);
+            linear(k, &x[4..], &mut y, &wt, None, 2, 3, true, &mut active);
             assert_eq!((y, active[0]), ([2.0, 4.0, 6.0], 1));
         });
     }

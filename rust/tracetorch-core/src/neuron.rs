@@ -10,7 +10,7 @@ use serde::Deserialize;
 use pulp::{Simd, WithSimd};
 
 use crate::rng::Rng;
-use crate::simd::Kernels;
+use crate::simd::{load, store, Kernels};
 
 /// Where the `bias` parameter enters the update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -649,24 +649,6 @@ fn lane<S: Simd>(
     store(simd, &mut out[span.clone()], y);
     for &k in &layer.slots {
         store(simd, &mut states[k][span.clone()], s[k]);
-    }
-}
-
-/// Loads up to one vector; a whole one without the masked-load path.
-#[inline(always)]
-fn load<S: Simd>(simd: S, v: &[f32]) -> S::f32s {
-    match S::as_simd_f32s(v).0 {
-        [whole] => *whole,
-        _ => simd.partial_load_f32s(v),
-    }
-}
-
-/// Stores up to one vector; a whole one without the masked-store path.
-#[inline(always)]
-fn store<S: Simd>(simd: S, v: &mut [f32], value: S::f32s) {
-    match S::as_mut_simd_f32s(v).0 {
-        [whole] => *whole = value,
-        _ => simd.partial_store_f32s(v, value),
     }
 }
 

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::kernels::{Binary, PoolKind, Unary, Window};
 use crate::neuron::{Fire, NeuronLayer, NeuronSpec, ParamRow, Quant, Spike, NPARAM, PARAM_NAMES};
+use crate::simd::to_panels;
 
 /// Largest number of floats the engine allocates for one model: weights plus
 /// every buffer and state of every stream (2^28 floats, 1 GiB).
@@ -51,14 +52,15 @@ struct NodeDoc {
 pub(crate) enum Kernel {
     /// Matrix-vector product over the last axis.
     Linear {
-        /// `[out, inp]`, PyTorch's layout (rows for the dense dot products).
-        weight: Vec<f32>,
-        /// `[inp, out]`, kept when the input is spikes: the event-driven path
-        /// adds one contiguous row per active input.
-        weight_t: Option<Vec<f32>>,
+        /// `[inp, out]` (transposed at load, in column panels): each input
+        /// adds one contiguous weight row to the outputs, with no horizontal
+        /// sums, and the event-driven path adds only the rows of active inputs.
+        weight_t: Vec<f32>,
         bias: Option<Vec<f32>>,
         inp: usize,
         out: usize,
+        /// The input is spikes: skip inactive inputs when few are active.
+        events: bool,
     },
     /// 1-d or 2-d convolution.
     Conv {
@@ -133,6 +135,17 @@ pub struct Plan {
     work: usize,
     /// Floats of buffers and states per stream.
     pub(crate) stream_floats: usize,
+}
+
+/// `[rows, cols]` row-major to `[cols, rows]`.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; m.len()];
+    for (r, row) in m.chunks_exact(cols.max(1)).take(rows).enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            t[c * rows + r] = *v;
+        }
+    }
+    t
 }
 
 fn numel(shape: &[usize]) -> Option<usize> {
@@ -687,9 +700,8 @@ impl Builder {
         })
     }
 
-    /// Arranges weights for the kernels once, at load: linear layers fed by
-    /// spikes also keep their weights transposed (for the event-driven path).
-    /// Returns the scratch sizes `(im2col floats, active-input indices)`,
+    /// Marks the linear layers fed by spikes (for the event-driven path) and
+    /// returns the scratch sizes `(im2col floats, active-input indices)`,
     /// which count against the weight budget.
     fn lay_out_for_kernels(&mut self) -> Result<(usize, usize)> {
         let spiking: HashSet<usize> = self
@@ -703,23 +715,9 @@ impl Builder {
         let (mut col, mut active) = (0usize, 0usize);
         for step in &mut self.steps {
             match &mut step.kernel {
-                Kernel::Linear {
-                    weight,
-                    weight_t,
-                    inp,
-                    out,
-                    ..
-                } if spiking.contains(&step.inputs[0]) => {
-                    let (inp, out) = (*inp, *out);
-                    let mut t = vec![0.0f32; weight.len()];
-                    for (o, row) in weight.chunks_exact(inp).enumerate() {
-                        for (i, w) in row.iter().enumerate() {
-                            t[i * out + o] = *w;
-                        }
-                    }
-                    *weight_t = Some(t);
-                    self.weight_floats = self.weight_floats.saturating_add(weight.len());
-                    active = active.max(inp);
+                Kernel::Linear { inp, events, .. } if spiking.contains(&step.inputs[0]) => {
+                    *events = true;
+                    active = active.max(*inp);
                 }
                 Kernel::Conv {
                     window: g, groups, ..
@@ -892,11 +890,11 @@ impl Builder {
                 }
                 (
                     Some(Kernel::Linear {
-                        weight,
-                        weight_t: None,
+                        weight_t: to_panels(&transpose(&weight, out, inp), inp, out),
                         bias,
                         inp,
                         out,
+                        events: false,
                     }),
                     shape,
                 )

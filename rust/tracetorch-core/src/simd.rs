@@ -140,52 +140,18 @@ impl Kernels {
         self.arch.dispatch(op)
     }
 
-    /// Dense linear layer over `rows = x.len() / inp` rows:
-    /// `y[r, o] = w[o, :] · x[r, :] + bias[o]`, with `w` as `[out, inp]`.
-    pub(crate) fn linear(
-        &self,
-        x: &[f32],
-        y: &mut [f32],
-        w: &[f32],
-        bias: Option<&[f32]>,
-        inp: usize,
-        out: usize,
-    ) {
-        if out == 0 {
-            return;
-        }
-        if inp == 0 {
-            // An empty sum: the bias alone.
-            for yr in y.chunks_exact_mut(out) {
-                match bias {
-                    Some(b) => yr.copy_from_slice(b),
-                    None => yr.fill(0.0),
-                }
-            }
-            return;
-        }
-        self.arch.dispatch(Linear {
-            x,
-            y,
-            w,
-            bias,
-            inp,
-            out,
-        })
-    }
-
     /// Broadcast-accumulate product, the shape of convolutions (after
     /// im2col) and of event-driven layers: for every row `m` of `y`
     /// (`[rows, n]`), `y[m, :] = start + Σ_k a[m, k] · b[k, :]`, where `a` is
-    /// `[rows, k]`, `b` is `[k, n]`, and only the `k` listed in `active` are
-    /// summed (all of them when `active` is `None`).
+    /// `[rows, k]`, `b` is `[k, n]` (plain or in panels), and only the `k`
+    /// listed in `active` are summed (all of them when `active` is `None`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn outer_accumulate(
         &self,
         y: &mut [f32],
         start: Start<'_>,
         a: &[f32],
-        b: &[f32],
+        b: Panels<'_>,
         k: usize,
         n: usize,
         active: Option<&[u32]>,
@@ -195,119 +161,55 @@ impl Kernels {
         }
         self.arch.dispatch(Outer {
             y,
-            start,
-            a,
-            b,
-            k,
-            n,
-            active,
+            o: Operands {
+                start,
+                a,
+                b,
+                k,
+                n,
+                active,
+            },
         })
     }
 }
 
-/// Dot product with four vector accumulators (hides the FMA latency).
-#[inline(always)]
-fn dot_body<S: Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
-    let (av, at) = S::as_simd_f32s(a);
-    let (bv, bt) = S::as_simd_f32s(b);
-    let zero = simd.splat_f32s(0.0);
-    let mut acc = [zero; 4];
-    let mut ac = av.chunks_exact(4);
-    let mut bc = bv.chunks_exact(4);
-    for (x, y) in (&mut ac).zip(&mut bc) {
-        for j in 0..4 {
-            acc[j] = simd.mul_add_e_f32s(x[j], y[j], acc[j]);
-        }
-    }
-    for (x, y) in ac.remainder().iter().zip(bc.remainder()) {
-        acc[0] = simd.mul_add_e_f32s(*x, *y, acc[0]);
-    }
-    let sum = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
-    let mut total = simd.reduce_sum_f32s(sum);
-    for (x, y) in at.iter().zip(bt) {
-        total += x * y;
-    }
-    total
+/// Columns per panel of a [`Panels`] matrix: a multiple of every vector
+/// width, so that no register tile straddles two panels.
+pub(crate) const PANEL: usize = 64;
+
+/// A `[k, n]` matrix stored as column panels of `width` columns: panel `p`
+/// holds columns `p*width..` of every row, contiguously (`k * width` floats,
+/// the last panel padded with zeros). A tile sweeping the rows then reads
+/// one contiguous block instead of one page per row. `width = n` is the
+/// plain row-major layout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Panels<'a> {
+    data: &'a [f32],
+    width: usize,
 }
 
-struct Linear<'a> {
-    x: &'a [f32],
-    y: &'a mut [f32],
-    w: &'a [f32],
-    bias: Option<&'a [f32]>,
-    inp: usize,
-    out: usize,
-}
+impl<'a> Panels<'a> {
+    /// A plain row-major `[k, n]` matrix.
+    pub(crate) fn plain(data: &'a [f32], n: usize) -> Self {
+        Panels { data, width: n }
+    }
 
-/// Output rows computed together: each input vector loaded feeds this many FMAs.
-const ROW_BLOCK: usize = 4;
-
-impl WithSimd for Linear<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let Linear {
-            x,
-            y,
-            w,
-            bias,
-            inp,
-            out,
-        } = self;
-        let full = out / ROW_BLOCK * ROW_BLOCK;
-        // Row blocks outermost: a block of weights stays in L1 while every
-        // stream (input row) passes over it.
-        for o in (0..full).step_by(ROW_BLOCK) {
-            let wb = &w[o * inp..(o + ROW_BLOCK) * inp];
-            let rows: [&[f32]; ROW_BLOCK] = std::array::from_fn(|j| &wb[j * inp..(j + 1) * inp]);
-            for (xr, yr) in x.chunks_exact(inp).zip(y.chunks_exact_mut(out)) {
-                let d = dot4(simd, rows, xr);
-                for j in 0..ROW_BLOCK {
-                    yr[o + j] = d[j] + bias.map_or(0.0, |b| b[o + j]);
-                }
-            }
-        }
-        for o in full..out {
-            let wr = &w[o * inp..(o + 1) * inp];
-            for (xr, yr) in x.chunks_exact(inp).zip(y.chunks_exact_mut(out)) {
-                yr[o] = dot_body(simd, wr, xr) + bias.map_or(0.0, |b| b[o]);
-            }
-        }
+    /// Data laid out by [`to_panels`].
+    pub(crate) fn packed(data: &'a [f32]) -> Self {
+        Panels { data, width: PANEL }
     }
 }
 
-/// Four dot products against one `x`, two vectors deep (eight accumulators).
-#[inline(always)]
-fn dot4<S: Simd>(simd: S, rows: [&[f32]; ROW_BLOCK], x: &[f32]) -> [f32; ROW_BLOCK] {
-    let (xv, xt) = S::as_simd_f32s(x);
-    let wv: [&[S::f32s]; ROW_BLOCK] = std::array::from_fn(|j| S::as_simd_f32s(rows[j]).0);
-    let zero = simd.splat_f32s(0.0);
-    let mut a = [zero; ROW_BLOCK];
-    let mut b = [zero; ROW_BLOCK];
-    let pairs = xv.len() / 2 * 2;
-    let mut i = 0;
-    while i < pairs {
-        let (x0, x1) = (xv[i], xv[i + 1]);
-        for j in 0..ROW_BLOCK {
-            a[j] = simd.mul_add_e_f32s(wv[j][i], x0, a[j]);
-            b[j] = simd.mul_add_e_f32s(wv[j][i + 1], x1, b[j]);
-        }
-        i += 2;
-    }
-    if pairs < xv.len() {
-        for j in 0..ROW_BLOCK {
-            a[j] = simd.mul_add_e_f32s(wv[j][pairs], xv[pairs], a[j]);
+/// Packs a row-major `[k, n]` matrix into [`PANEL`]-wide column panels.
+pub(crate) fn to_panels(m: &[f32], k: usize, n: usize) -> Vec<f32> {
+    let panels = n.div_ceil(PANEL);
+    let mut out = vec![0.0f32; panels * k * PANEL];
+    for (kk, row) in m.chunks_exact(n.max(1)).take(k).enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            out[(c / PANEL) * k * PANEL + kk * PANEL + c % PANEL] = *v;
         }
     }
-    let done = x.len() - xt.len();
-    std::array::from_fn(|j| {
-        let mut s = simd.reduce_sum_f32s(simd.add_f32s(a[j], b[j]));
-        for (wt, xt) in rows[j][done..].iter().zip(xt) {
-            s += wt * xt;
-        }
-        s
-    })
+    out
 }
 
 /// What [`Kernels::outer_accumulate`] adds the products to.
@@ -323,9 +225,15 @@ pub(crate) enum Start<'a> {
 
 struct Outer<'a> {
     y: &'a mut [f32],
+    o: Operands<'a>,
+}
+
+/// The read-only side of [`Kernels::outer_accumulate`].
+#[derive(Clone, Copy)]
+struct Operands<'a> {
     start: Start<'a>,
     a: &'a [f32],
-    b: &'a [f32],
+    b: Panels<'a>,
     k: usize,
     n: usize,
     active: Option<&'a [u32]>,
@@ -333,70 +241,143 @@ struct Outer<'a> {
 
 /// Vectors of one output row held in registers across the `k` loop.
 const COL_BLOCK: usize = 4;
+/// Rows computed together when every row sums over all `k` (streams, or a
+/// convolution's output channels): each weight vector loaded feeds this many
+/// multiply-adds.
+const ROW_GROUP: usize = 4;
 
 impl WithSimd for Outer<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let Outer {
-            y,
-            start,
-            a,
-            b,
-            k,
-            n,
-            active,
-        } = self;
-        let lanes = S::F32_LANES;
-        let block = lanes * COL_BLOCK;
-        for (m, ym) in y.chunks_exact_mut(n).enumerate() {
-            let row_start = match start {
-                Start::Row(v) => v[m],
-                _ => 0.0,
-            };
-            let first = |c: usize, end: usize| match start {
-                Start::Column(v) => simd.partial_load_f32s(&v[c..end]),
-                _ => simd.splat_f32s(row_start),
-            };
-            let am = &a[m * k..(m + 1) * k];
-            let mut c = 0;
-            // Full blocks: COL_BLOCK vectors accumulate in registers.
-            while c + block <= n {
-                let mut acc: [S::f32s; COL_BLOCK] =
-                    std::array::from_fn(|j| first(c + j * lanes, c + (j + 1) * lanes));
-                let mut add = |kk: usize| {
-                    let coef = simd.splat_f32s(am[kk]);
-                    let row = S::as_simd_f32s(&b[kk * n + c..kk * n + c + block]).0;
-                    for j in 0..COL_BLOCK {
-                        acc[j] = simd.mul_add_e_f32s(coef, row[j], acc[j]);
-                    }
-                };
-                match active {
-                    Some(idx) => idx.iter().for_each(|&kk| add(kk as usize)),
-                    None => (0..k).for_each(&mut add),
-                }
-                let dst = S::as_mut_simd_f32s(&mut ym[c..c + block]).0;
-                dst.copy_from_slice(&acc);
-                c += block;
-            }
-            // The rest, one (possibly partial) vector at a time.
-            while c < n {
-                let end = (c + lanes).min(n);
-                let mut acc = first(c, end);
-                let mut add = |kk: usize| {
-                    let coef = simd.splat_f32s(am[kk]);
-                    let row = simd.partial_load_f32s(&b[kk * n + c..kk * n + end]);
-                    acc = simd.mul_add_e_f32s(coef, row, acc);
-                };
-                match active {
-                    Some(idx) => idx.iter().for_each(|&kk| add(kk as usize)),
-                    None => (0..k).for_each(&mut add),
-                }
-                simd.partial_store_f32s(&mut ym[c..end], acc);
-                c = end;
+        let Outer { y, o } = self;
+        let rows = y.len() / o.n;
+        let mut m = 0;
+        while m < rows {
+            if o.active.is_none() && rows - m >= ROW_GROUP {
+                row_tile::<S, ROW_GROUP>(simd, o, y, m);
+                m += ROW_GROUP;
+            } else {
+                row_tile::<S, 1>(simd, o, y, m);
+                m += 1;
             }
         }
+    }
+}
+
+/// Rows `m..m + R` of an [`Outer`] product, column block by column block.
+#[inline(always)]
+fn row_tile<S: Simd, const R: usize>(simd: S, o: Operands<'_>, y: &mut [f32], m: usize) {
+    let lanes = S::F32_LANES;
+    let mut c = 0;
+    while c + COL_BLOCK * lanes <= o.n {
+        tile::<S, R, COL_BLOCK>(simd, o, y, m, c, false);
+        c += COL_BLOCK * lanes;
+    }
+    while c + lanes <= o.n {
+        tile::<S, R, 1>(simd, o, y, m, c, false);
+        c += lanes;
+    }
+    if c < o.n {
+        tile::<S, R, 1>(simd, o, y, m, c, true);
+    }
+}
+
+/// An `R` rows x `V` vectors tile of an [`Outer`] product at column `c`,
+/// accumulated in registers; `partial` for the last, incomplete vector.
+/// (Plain functions, no closures, in the hot loop: closures are not always
+/// inlined into the `#[target_feature]` context, which ruins the SIMD code.)
+#[inline(always)]
+fn tile<S: Simd, const R: usize, const V: usize>(
+    simd: S,
+    o: Operands<'_>,
+    y: &mut [f32],
+    m: usize,
+    c: usize,
+    partial: bool,
+) {
+    let lanes = S::F32_LANES;
+    let width = if partial { o.n - c } else { V * lanes };
+    let mut acc = [[simd.splat_f32s(0.0); V]; R];
+    for (r, acc_r) in acc.iter_mut().enumerate() {
+        for (j, a) in acc_r.iter_mut().enumerate() {
+            *a = match o.start {
+                Start::Zero => simd.splat_f32s(0.0),
+                Start::Row(v) => simd.splat_f32s(v[m + r]),
+                Start::Column(v) => load(simd, &v[c + j * lanes..c + width.min((j + 1) * lanes)]),
+            };
+        }
+    }
+    let rows: [&[f32]; R] = std::array::from_fn(|r| &o.a[(m + r) * o.k..(m + r + 1) * o.k]);
+    match o.active {
+        Some(idx) => {
+            for &kk in idx {
+                accumulate(simd, &mut acc, &rows, o.b, kk as usize, o.k, c, width);
+            }
+        }
+        None => {
+            for kk in 0..o.k {
+                accumulate(simd, &mut acc, &rows, o.b, kk, o.k, c, width);
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (j, a) in acc_r.iter().enumerate() {
+            let base = (m + r) * o.n + c;
+            store(
+                simd,
+                &mut y[base + j * lanes..base + width.min((j + 1) * lanes)],
+                *a,
+            );
+        }
+    }
+}
+
+/// `acc[r] += rows[r][kk] * b[kk, c..c + width]` (`b` has `k` rows).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn accumulate<S: Simd, const R: usize, const V: usize>(
+    simd: S,
+    acc: &mut [[S::f32s; V]; R],
+    rows: &[&[f32]; R],
+    b: Panels<'_>,
+    kk: usize,
+    k: usize,
+    c: usize,
+    width: usize,
+) {
+    let lanes = S::F32_LANES;
+    let pw = b.width;
+    let start = (c / pw) * k * pw + kk * pw + c % pw;
+    let row = &b.data[start..start + width];
+    let mut bv = [simd.splat_f32s(0.0); V];
+    for (j, v) in bv.iter_mut().enumerate() {
+        *v = load(simd, &row[j * lanes..width.min((j + 1) * lanes)]);
+    }
+    for r in 0..R {
+        let coef = simd.splat_f32s(rows[r][kk]);
+        for j in 0..V {
+            acc[r][j] = simd.mul_add_e_f32s(coef, bv[j], acc[r][j]);
+        }
+    }
+}
+
+/// Loads up to one vector; a whole one without the masked-load path.
+#[inline(always)]
+pub(crate) fn load<S: Simd>(simd: S, v: &[f32]) -> S::f32s {
+    match S::as_simd_f32s(v).0 {
+        [whole] => *whole,
+        _ => simd.partial_load_f32s(v),
+    }
+}
+
+/// Stores up to one vector; a whole one without the masked-store path.
+#[inline(always)]
+pub(crate) fn store<S: Simd>(simd: S, v: &mut [f32], value: S::f32s) {
+    match S::as_mut_simd_f32s(v).0 {
+        [whole] => *whole = value,
+        _ => simd.partial_store_f32s(v, value),
     }
 }
 
@@ -416,7 +397,7 @@ mod tests {
     }
 
     /// Lengths around every vector width, including 0.
-    const LENGTHS: [usize; 16] = [0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 131];
+    const LENGTHS: [usize; 17] = [0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 131, 200];
 
     #[test]
     fn setting_parses_and_refuses_unknown_names() {
@@ -444,47 +425,42 @@ mod tests {
         for isa in Isa::available() {
             let k = Kernels::new(isa).unwrap();
             assert_eq!(k.isa(), isa);
-            for &inp in &LENGTHS {
-                for &out in &[1usize, 3, 4, 5, 9, 17] {
-                    for rows in [1usize, 3] {
-                        let x = random(&mut rng, rows * inp);
-                        let w = random(&mut rng, out * inp);
-                        let bias = random(&mut rng, out);
-                        let mut y = vec![f32::NAN; rows * out];
-                        let mut ys = y.clone();
-                        k.linear(&x, &mut y, &w, Some(&bias), inp, out);
-                        scalar.linear(&x, &mut ys, &w, Some(&bias), inp, out);
-                        for r in 0..rows {
-                            for o in 0..out {
-                                let naive: f32 = (0..inp)
-                                    .map(|i| w[o * inp + i] * x[r * inp + i])
-                                    .sum::<f32>()
-                                    + bias[o];
-                                let got = y[r * out + o];
-                                assert!((got - naive).abs() <= tol(inp), "{isa} linear");
-                                assert!((got - ys[r * out + o]).abs() <= tol(inp));
-                            }
-                        }
-                    }
-                }
-            }
             for &n in &LENGTHS {
                 for kdim in [0usize, 1, 5, 27] {
-                    for rows in [1usize, 2] {
+                    for rows in [1usize, 2, 4, 5, 9] {
                         let a = random(&mut rng, rows * kdim);
                         let b = random(&mut rng, kdim * n);
                         let init = random(&mut rng, rows);
-                        // Every other k active, and all of them.
+                        let cols = random(&mut rng, n);
+                        // Every other k active, and all of them; per-row and per-column starts.
                         let odd: Vec<u32> = (0..kdim as u32).filter(|i| i % 2 == 1).collect();
-                        for active in [None, Some(odd.as_slice())] {
+                        for (active, by_row) in
+                            [(None, true), (Some(odd.as_slice()), true), (None, false)]
+                        {
                             let mut y = vec![f32::NAN; rows * n];
                             let mut ys = y.clone();
-                            let start = Start::Row(&init);
-                            k.outer_accumulate(&mut y, start, &a, &b, kdim, n, active);
-                            scalar.outer_accumulate(&mut ys, start, &a, &b, kdim, n, active);
+                            let start = if by_row {
+                                Start::Row(&init)
+                            } else {
+                                Start::Column(&cols)
+                            };
+                            let plain = Panels::plain(&b, n);
+                            k.outer_accumulate(&mut y, start, &a, plain, kdim, n, active);
+                            scalar.outer_accumulate(&mut ys, start, &a, plain, kdim, n, active);
+                            // The panel layout gives the same sums in the same order.
+                            let packed = to_panels(&b, kdim, n);
+                            let mut yp = vec![f32::NAN; rows * n];
+                            let bp = Panels::packed(&packed);
+                            k.outer_accumulate(&mut yp, start, &a, bp, kdim, n, active);
+                            assert_eq!(
+                                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                yp.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                "{isa} panels"
+                            );
                             for m in 0..rows {
                                 for c in 0..n {
-                                    let naive = init[m]
+                                    let first = if by_row { init[m] } else { cols[c] };
+                                    let naive = first
                                         + (0..kdim)
                                             .filter(|kk| active.is_none() || kk % 2 == 1)
                                             .map(|kk| a[m * kdim + kk] * b[kk * n + c])
@@ -500,12 +476,14 @@ mod tests {
             }
             // From zero, and from one value per column (lengths past a block).
             let mut y = [f32::NAN; 3];
-            k.outer_accumulate(&mut y, Start::Zero, &[2.0], &[1.0, 2.0, 3.0], 1, 3, None);
+            let b = Panels::plain(&[1.0, 2.0, 3.0], 3);
+            k.outer_accumulate(&mut y, Start::Zero, &[2.0], b, 1, 3, None);
             assert_eq!(y, [2.0, 4.0, 6.0]);
             let col: Vec<f32> = (0..131).map(|v| v as f32).collect();
             let ones = vec![1.0; 131];
             let mut y = vec![f32::NAN; 131];
-            k.outer_accumulate(&mut y, Start::Column(&col), &[0.5], &ones, 1, 131, None);
+            let b = Panels::plain(&ones, 131);
+            k.outer_accumulate(&mut y, Start::Column(&col), &[0.5], b, 1, 131, None);
             assert!(y.iter().zip(&col).all(|(a, b)| *a == b + 0.5), "{isa}");
         }
     }

@@ -160,7 +160,7 @@ fn internal_error(what: &str) -> PyErr {
 fn load(py: Python<'_>, f: impl FnOnce() -> Result<Engine, Error> + Send) -> PyResult<PyEngine> {
     match detached(py, false, f) {
         Ok(Ok(engine)) => Ok(PyEngine {
-            light: engine.plan().work().saturating_mul(engine.streams()) <= LIGHT_WORK,
+            step_work: engine.plan().work().saturating_mul(engine.streams()),
             plan: engine.plan().clone(),
             streams: engine.streams(),
             inner: Mutex::new(Inner {
@@ -221,17 +221,16 @@ struct PyEngine {
     /// The engine's plan and stream count, readable without the lock.
     plan: Arc<Plan>,
     streams: usize,
-    /// Steps so short that calls keep the GIL (see [`LIGHT_WORK`]).
-    light: bool,
+    /// Multiply-adds of one step of all streams (see [`LIGHT_WORK`]).
+    step_work: usize,
     /// Taken once per call, with the GIL released (threads sharing an engine
     /// are serialised).
     inner: Mutex<Inner>,
 }
 
-/// Engines doing at most this many multiply-adds per step (a few
-/// microseconds) keep the GIL during calls: releasing it costs more. Such
-/// calls never wait long on the engine lock, since every call on the engine
-/// holds the GIL.
+/// Calls doing at most this many multiply-adds (a few microseconds) keep the
+/// GIL: releasing and taking it back would cost more than the work. Longer
+/// calls release it, so other Python threads run meanwhile.
 const LIGHT_WORK: usize = 1 << 17;
 
 const BROKEN: &str = "this engine hit an internal error earlier and can no longer be used";
@@ -246,10 +245,12 @@ impl PyEngine {
         })
     }
 
-    /// Runs `f` on the engine with the GIL released and the lock held.
+    /// Runs `f` on the engine with the lock held, and the GIL released when
+    /// the call does more than [`LIGHT_WORK`] multiply-adds (`work`).
     fn compute<T: Send>(
         &self,
         py: Python<'_>,
+        work: usize,
         f: impl FnOnce(&mut Engine) -> Result<T, Error> + Send,
     ) -> PyResult<T> {
         let run = || {
@@ -266,7 +267,7 @@ impl PyEngine {
                 }
             }
         };
-        match detached(py, self.light, run) {
+        match detached(py, work <= LIGHT_WORK, run) {
             Ok(Ok(Some(value))) => Ok(value),
             Ok(Ok(None)) => Err(TraceTorchError::new_err(BROKEN)),
             Ok(Err(e)) => Err(to_py_err(py, e)),
@@ -334,7 +335,7 @@ impl PyEngine {
         let out = PyArrayDyn::<f32>::zeros(py, self.output_shape(), false);
         // SAFETY: `out` was created just above and is not shared yet.
         let ys = unsafe { out.as_slice_mut() }.map_err(|e| internal_error(&e.to_string()))?;
-        self.compute(py, |e| e.step(xs, ys))?;
+        self.compute(py, self.step_work, |e| e.step(xs, ys))?;
         Ok(out)
     }
 
@@ -369,7 +370,8 @@ impl PyEngine {
                 )
             })?;
         let mut out = vec![0.0f32; n];
-        self.compute(py, |e| e.run(data, &mut out, t))?;
+        let work = self.step_work.saturating_mul(t);
+        self.compute(py, work, |e| e.run(data, &mut out, t))?;
         let mut shape = vec![t];
         shape.extend(self.output_shape());
         PyArray1::from_vec(py, out).reshape(shape)
@@ -378,7 +380,7 @@ impl PyEngine {
     /// Zeros the states of every stream, or of stream `stream` only.
     #[pyo3(signature = (stream = None))]
     fn reset(&self, py: Python<'_>, stream: Option<usize>) -> PyResult<()> {
-        self.compute(py, |e| match stream {
+        self.compute(py, self.step_work, |e| match stream {
             None => {
                 e.reset_all();
                 Ok(())
@@ -389,7 +391,7 @@ impl PyEngine {
 
     /// Copies of every state, `{name: float32 [streams, *state shape]}` (shaped like the layer input).
     fn states<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let snapshot = self.compute(py, |e| Ok(e.snapshot()))?;
+        let snapshot = self.compute(py, self.step_work, |e| Ok(e.snapshot()))?;
         let dict = PyDict::new(py);
         for s in snapshot {
             let arr = PyArray1::from_vec(py, s.data).reshape(s.shape)?;
@@ -421,12 +423,12 @@ impl PyEngine {
             .iter()
             .map(|(name, shape, data)| StateView { name, shape, data })
             .collect();
-        self.compute(py, |e| e.load_states(&views))
+        self.compute(py, self.step_work, |e| e.load_states(&views))
     }
 
     /// Restarts the generator of the stochastic quantizers from `seed`.
     fn seed(&self, py: Python<'_>, seed: u64) -> PyResult<()> {
-        self.compute(py, |e| {
+        self.compute(py, self.step_work, |e| {
             e.seed(seed);
             Ok(())
         })
@@ -441,7 +443,7 @@ impl PyEngine {
     /// Switches the kernels to another instruction set this CPU runs.
     fn set_simd(&self, py: Python<'_>, name: &str) -> PyResult<()> {
         let isa = Isa::from_setting(name).map_err(|e| to_py_err(py, e))?;
-        self.compute(py, |e| e.set_isa(isa))
+        self.compute(py, self.step_work, |e| e.set_isa(isa))
     }
 
     /// The model file bytes (for pickling).
