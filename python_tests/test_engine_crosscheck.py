@@ -355,6 +355,24 @@ def test_event_driven_layers_at_every_activity(tmp_path: Path) -> None:
     assert min(activity) < 0.1 and max(activity) > 0.45, (min(activity), max(activity))
 
 
+def test_threads_split_streams_with_identical_results(tmp_path: Path) -> None:
+    """Many streams through a model heavy enough to be split across threads."""
+    torch.manual_seed(18)
+    model = _trained_like(EventDriven(), 5).eval()
+    path = tmp_path / "model.safetensors"
+    tt.export(model, torch.zeros(1, 24), path)
+    xs = 3.0 * drive((64, 24), seed=19).abs().numpy()
+    one = tt.runtime.load(path, streams=64)
+    one.set_threads(1)
+    many = tt.runtime.load(path, streams=64)
+    many.set_threads(2)
+    assert (one.threads, many.threads) == (1, 2)
+    np.testing.assert_array_equal(one.run(xs), many.run(xs))
+    with pytest.raises(tt.errors.EngineInputError, match="threads"):
+        many.set_threads(0)
+    assert many.threads == 2
+
+
 def test_states_round_trip_resumes_exactly(tmp_path: Path) -> None:
     torch.manual_seed(16)
     model = _trained_like(MLP(), 4)

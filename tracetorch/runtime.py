@@ -90,9 +90,9 @@ class Engine:
         """Advance every stream by one timestep and return the output."""
         if type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous:
             if x.shape == self._shape:
-                return self._native.step(x)  # type: ignore[no-any-return]
+                return self._native.step(x)
             if x.shape == self._sample:
-                return self._native.step(x.reshape(self._shape))[0]  # type: ignore[no-any-return]
+                return self._native.step(x.reshape(self._shape))[0]
         array, squeezed = self._prepare(x, leading=())
         out = self._native.step(array)
         return out[0] if squeezed else out
@@ -137,6 +137,22 @@ class Engine:
         Raises :class:`EngineInputError` for a name this CPU does not run.
         """
         self._native.set_simd(name)
+
+    @property
+    def threads(self) -> int:
+        """Threads that may share the heavy layers of a step (linear, convolution).
+
+        They split the streams, so a single stream always runs on the calling
+        thread alone (real-time steps never wait on other threads). Defaults
+        to the available cores when there are several streams.
+        """
+        return int(self._native.threads)
+
+    def set_threads(self, threads: int) -> None:
+        """Set :attr:`threads` (results do not depend on it)."""
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise EngineInputError(f"threads must be an integer >= 1, got {threads!r}")
+        self._native.set_threads(int(threads))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_restore, (self._native.to_bytes(), self.streams, self.states()))

@@ -59,10 +59,34 @@ pub struct Engine {
     states: Vec<[Vec<f32>; NSLOT]>,
     rng: Rng,
     kernels: Kernels,
-    /// Scratch: one sample's im2col matrix.
+    /// One scratch per thread that may run a share of a layer.
+    scratch: Vec<Scratch>,
+}
+
+/// Per-thread scratch of the kernels, allocated with the engine.
+#[derive(Debug, Clone)]
+struct Scratch {
+    /// One sample's im2col matrix.
     col: Vec<f32>,
-    /// Scratch: indices of the active inputs of an event-driven layer.
+    /// Indices of the active inputs of an event-driven layer.
     active: Vec<u32>,
+}
+
+impl Scratch {
+    fn new(plan: &Plan) -> Scratch {
+        Scratch {
+            col: vec![0.0; plan.col_floats],
+            active: vec![0; plan.active_len],
+        }
+    }
+}
+
+/// Threads for a new engine: the available cores when there are streams to share.
+fn default_threads(streams: usize) -> usize {
+    if streams < 2 {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(streams))
 }
 
 /// Refuses NaN and infinities (no allocation on success): a non-finite input
@@ -132,8 +156,9 @@ impl Engine {
             states[s.neuron][s.slot] = vec![0.0; s.numel * streams];
         }
         Ok(Engine {
-            col: vec![0.0; plan.col_floats],
-            active: vec![0; plan.active_len],
+            scratch: (0..default_threads(streams))
+                .map(|_| Scratch::new(&plan))
+                .collect(),
             plan,
             streams,
             buffers,
@@ -144,6 +169,21 @@ impl Engine {
                 available: Isa::available().iter().map(|i| i.name()).collect(),
             })?,
         })
+    }
+
+    /// How many threads may share the heavy layers (linear, convolution) of
+    /// a step: they split the streams, so one stream always runs on the
+    /// calling thread alone. Defaults to the cores available when there are
+    /// several streams, 1 otherwise.
+    pub fn threads(&self) -> usize {
+        self.scratch.len()
+    }
+
+    /// Sets [`Engine::threads`] (0 counts as 1); allocates one scratch per thread.
+    pub fn set_threads(&mut self, threads: usize) {
+        let plan = &self.plan;
+        self.scratch
+            .resize_with(threads.max(1), || Scratch::new(plan));
     }
 
     /// The instruction set the kernels run on.
@@ -251,8 +291,7 @@ impl Engine {
             states,
             rng,
             kernels: k,
-            col,
-            active,
+            scratch,
         } = self;
         let streams = *streams;
         buffers[0].copy_from_slice(input);
@@ -268,34 +307,50 @@ impl Engine {
                     inp,
                     out: o,
                     events,
-                } => kernels::linear(
-                    k,
-                    x,
-                    &mut out,
-                    weight_t,
-                    bias.as_deref(),
-                    *inp,
-                    *o,
-                    *events,
-                    active,
-                ),
+                } => kernels::split_rows(x, *inp, &mut out, *o, scratch, *inp * *o, |x, y, s| {
+                    kernels::linear(
+                        k,
+                        x,
+                        y,
+                        weight_t,
+                        bias.as_deref(),
+                        *inp,
+                        *o,
+                        *events,
+                        &mut s.active,
+                    )
+                }),
                 Kernel::Conv {
                     weight,
                     bias,
                     window,
                     out_channels,
                     groups,
-                } => kernels::conv2d(
-                    k,
-                    x,
-                    &mut out,
-                    weight,
-                    bias.as_deref(),
-                    window,
-                    *out_channels,
-                    *groups,
-                    col,
-                ),
+                } => {
+                    let (sample_in, sample_out) = window.sample_sizes(*out_channels);
+                    let work = sample_out * weight.len() / (*out_channels).max(1);
+                    kernels::split_rows(
+                        x,
+                        sample_in,
+                        &mut out,
+                        sample_out,
+                        scratch,
+                        work,
+                        |x, y, s| {
+                            kernels::conv2d(
+                                k,
+                                x,
+                                y,
+                                weight,
+                                bias.as_deref(),
+                                window,
+                                *out_channels,
+                                *groups,
+                                &mut s.col,
+                            )
+                        },
+                    )
+                }
                 Kernel::Pool { window, kind } => kernels::pool2d(x, &mut out, window, *kind),
                 Kernel::ChannelAffine {
                     scale,
@@ -721,6 +776,70 @@ mod tests {
         assert!(
             (mem[0] - 0.9).abs() < 1e-6 && (mem[1] - 0.05).abs() < 1e-6,
             "{mem:?}"
+        );
+    }
+
+    /// Threads split the streams of the heavy layers; every stream gets the
+    /// same bits as on one thread, with dense and event-driven linear layers
+    /// and a convolution.
+    #[test]
+    fn threads_give_the_same_bits() {
+        let mut m = ModelFile::new(&[2, 6, 6]);
+        let conv_w: Vec<f32> = (0..8 * 2 * 9).map(|i| ((i as f32) * 0.37).sin()).collect();
+        let w1: Vec<f32> = (0..288 * 300)
+            .map(|i| ((i as f32) * 0.11).cos() * 0.1)
+            .collect();
+        let w2: Vec<f32> = (0..300 * 300)
+            .map(|i| ((i as f32) * 0.07).sin() * 0.1)
+            .collect();
+        m.tensor("cw", &[8, 2, 3, 3], &conv_w)
+            .tensor("w1", &[300, 288], &w1)
+            .tensor("w2", &[300, 300], &w2)
+            .tensor("beta", &[], &[0.5])
+            .tensor("th", &[], &[0.3]);
+        m.node(
+            json!({"name": "conv", "op": "conv2d", "inputs": ["input"], "shape": [8, 6, 6],
+                      "attrs": {"padding": [1, 1], "stride": [1, 1], "dilation": [1, 1], "groups": 1},
+                      "tensors": {"weight": "cw"}}),
+        );
+        m.node(json!({"name": "flat", "op": "reshape", "inputs": ["conv"], "shape": [288]}));
+        m.node(
+            json!({"name": "fc1", "op": "linear", "inputs": ["flat"], "shape": [300],
+                      "tensors": {"weight": "w1"}}),
+        );
+        m.node(neuron_node(
+            "lif",
+            "fc1",
+            &[300],
+            0,
+            json!({"output": "binary"}),
+            json!({"spike": "heaviside", "quant": {"kind": "identity"}}),
+            json!({"beta": "beta", "pos_threshold": "th"}),
+        ));
+        m.node(
+            json!({"name": "fc2", "op": "linear", "inputs": ["lif"], "shape": [300],
+                      "tensors": {"weight": "w2"}}),
+        );
+        let bytes = m.bytes();
+        let streams = 64; // enough work for the convolution to split too
+        let mut one = Engine::new(&bytes, streams).unwrap();
+        one.set_threads(1);
+        let mut many = Engine::new(&bytes, streams).unwrap();
+        many.set_threads(3);
+        assert_eq!((one.threads(), many.threads()), (1, 3));
+        let xs: Vec<f32> = (0..one.input_len() * 5)
+            .map(|i| ((i as f32) * 0.013).sin() * 3.0)
+            .collect();
+        let (mut ya, mut yb) = (
+            vec![0.0; one.output_len() * 5],
+            vec![0.0; one.output_len() * 5],
+        );
+        one.run(&xs, &mut ya, 5).unwrap();
+        many.run(&xs, &mut yb, 5).unwrap();
+        assert!(ya.iter().any(|v| *v != 0.0));
+        assert_eq!(
+            ya.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            yb.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         );
     }
 }

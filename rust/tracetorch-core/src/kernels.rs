@@ -45,6 +45,49 @@ pub(crate) fn linear(
     }
 }
 
+/// Layers doing fewer multiply-adds than this per step run on one thread:
+/// waking another costs a few microseconds.
+const PARALLEL_WORK: usize = 1 << 18;
+
+/// Runs `f` over rows of `x` (`xw` floats each) and `y` (`yw` each), split
+/// into contiguous shares run in parallel (rayon), one per scratch, when
+/// there are several rows and `row_work * rows` is worth it. Shares never
+/// split a row, so every row is computed exactly as on one thread.
+pub(crate) fn split_rows<S: Send, F>(
+    x: &[f32],
+    xw: usize,
+    y: &mut [f32],
+    yw: usize,
+    scratch: &mut [S],
+    row_work: usize,
+    f: F,
+) where
+    F: Fn(&[f32], &mut [f32], &mut S) + Sync,
+{
+    fn go<S: Send, F>(x: &[f32], xw: usize, y: &mut [f32], yw: usize, scratch: &mut [S], f: &F)
+    where
+        F: Fn(&[f32], &mut [f32], &mut S) + Sync,
+    {
+        let rows = y.len().checked_div(yw).unwrap_or(0);
+        if scratch.len() < 2 || rows < 2 {
+            f(x, y, &mut scratch[0]);
+            return;
+        }
+        let half = scratch.len() / 2;
+        let split = (rows * half / scratch.len()).max(1);
+        let (xa, xb) = x.split_at(split * xw);
+        let (ya, yb) = y.split_at_mut(split * yw);
+        let (sa, sb) = scratch.split_at_mut(half);
+        rayon::join(|| go(xa, xw, ya, yw, sa, f), || go(xb, xw, yb, yw, sb, f));
+    }
+    let rows = y.len().checked_div(yw).unwrap_or(0);
+    if rows.saturating_mul(row_work) < PARALLEL_WORK {
+        f(x, y, &mut scratch[0]);
+    } else {
+        go(x, xw, y, yw, scratch, &f);
+    }
+}
+
 /// Geometry of a 2-d convolution or pooling window over `[C, H, W]` samples
 /// (1-d ops use `H = KH = 1`, stride/dilation 1 and padding 0 on that axis).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +115,11 @@ pub(crate) struct Window {
 }
 
 impl Window {
+    /// Floats of one input sample `[C, H, W]` and one output sample `[O, OH, OW]`.
+    pub(crate) fn sample_sizes(&self, out_channels: usize) -> (usize, usize) {
+        (self.c * self.h * self.w, out_channels * self.oh * self.ow)
+    }
+
     /// Range of output positions `o` along one axis for which
     /// `o*stride - pad + k*dil` lies in `[0, len)`.
     #[inline]

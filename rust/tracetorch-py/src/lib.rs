@@ -440,6 +440,23 @@ impl PyEngine {
         self.lock().engine.isa().name()
     }
 
+    /// Threads that may share the heavy layers of a step (they split the streams).
+    #[getter]
+    fn threads(&self) -> usize {
+        self.lock().engine.threads()
+    }
+
+    /// Sets how many threads may share the heavy layers of a step.
+    fn set_threads(&self, py: Python<'_>, threads: usize) -> PyResult<()> {
+        if threads == 0 {
+            return Err(input_err(py, "threads must be at least 1, found 0".into()));
+        }
+        self.compute(py, self.step_work, |e| {
+            e.set_threads(threads);
+            Ok(())
+        })
+    }
+
     /// Switches the kernels to another instruction set this CPU runs.
     fn set_simd(&self, py: Python<'_>, name: &str) -> PyResult<()> {
         let isa = Isa::from_setting(name).map_err(|e| to_py_err(py, e))?;
