@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
 
 import torch
 import torch.distributed as dist
@@ -80,10 +81,27 @@ def train(rank: int, world: int, backend: str, epochs: int) -> None:
     dist.destroy_process_group()
 
 
+def _leave_worker() -> None:
+    """Ends a worker process without interpreter finalization.
+
+    A gloo worker thread may drop its reference to the last backward pass's
+    all-reduce a moment after the collective completes; that work holds a
+    Python object, and releasing it once finalization has begun aborts the
+    process ("terminate called without an active exception", seen under
+    torchrun on a loaded 2-core machine). Everything is done and flushed by
+    now, so the worker skips finalization, as multiprocessing's forked
+    children do.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _spawned(rank: int, world: int, port: int, backend: str, epochs: int) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     train(rank, world, backend, epochs)
+    _leave_worker()
 
 
 def main() -> None:
@@ -94,7 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     if "RANK" in os.environ:  # launched by torchrun
         train(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), args.backend, args.epochs)
-        return
+        _leave_worker()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
