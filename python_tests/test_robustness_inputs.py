@@ -143,6 +143,43 @@ def test_single_stream_sample_shape_and_its_errors() -> None:
     assert_refused(engine, lambda: engine.step(X), r"expected an input of shape \[1, 6\]")
 
 
+def test_step_writes_into_out() -> None:
+    engine, reference = primed(), primed()
+    out = np.full((2, 3), 7.0, np.float32)
+    assert engine.step(X, out=out) is out
+    np.testing.assert_array_equal(out, reference.step(X))
+    # Converted inputs and the sample form of one stream take `out` too.
+    np.testing.assert_array_equal(engine.step(X.tolist(), out=out), reference.step(X))
+    single, single_reference = primed(streams=1), primed(streams=1)
+    sample_out = np.empty(3, np.float32)
+    single.step(X[0], out=sample_out)
+    np.testing.assert_array_equal(sample_out, single_reference.step(X[0]))
+
+
+@pytest.mark.parametrize(
+    ("bad_out", "match"),
+    [
+        (np.empty((2, 4), np.float32), r"step out: expected shape \[2, 3\], found \[2, 4\]"),
+        (np.empty(3, np.float32), r"found \[3\]"),
+        (np.empty((2, 3), np.float64), "step out: .*found dtype float64"),
+        (np.empty((3, 2), np.float32).T, "step out: expected a C-contiguous array"),
+        ([[0.0] * 3] * 2, "step out: expected a float32 numpy array"),
+        (np.frombuffer(bytes(24), np.float32).reshape(2, 3), "step out: .*(read|writ)"),
+    ],
+)
+def test_bad_out_is_refused_and_changes_nothing(bad_out: Any, match: str) -> None:
+    engine = primed()
+    assert_refused(engine, lambda: engine.step(X, out=bad_out), match)
+
+
+def test_out_sharing_the_input_is_refused() -> None:
+    engine = tt.runtime.loads(
+        export_bytes(nn.Sequential(nn.Linear(6, 6), tt.snn.LIB(6)), torch.zeros(1, 6)), streams=2
+    )
+    x = X.copy()
+    assert_refused(engine, lambda: engine.step(x, out=x), "step out: .*borrow")
+
+
 def test_native_engine_refuses_what_it_cannot_borrow() -> None:
     """The binding itself takes only float32 C-contiguous arrays of the exact shape."""
     native = _native.Engine.from_bytes(MODEL, 2)

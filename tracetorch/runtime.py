@@ -86,16 +86,31 @@ class Engine:
         """How many independent streams the engine steps at once."""
         return int(self._native.streams)
 
-    def step(self, x: Any) -> np.ndarray:
-        """Advance every stream by one timestep and return the output."""
-        if type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous:
-            if x.shape == self._shape:
-                return self._native.step(x)
-            if x.shape == self._sample:
-                return self._native.step(x.reshape(self._shape))[0]
+    def step(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Advance every stream by one timestep and return the output.
+
+        ``x`` has shape ``[streams, *sample_shape]``, or ``sample_shape`` when
+        there is one stream; the output takes the same form. Arrays that are
+        already float32 and C-contiguous go to the engine without a copy.
+        ``out``, a writable float32 C-contiguous array of the output's shape,
+        receives the result so that a real-time loop allocates nothing.
+
+        >>> engine = tt.runtime.load("model.safetensors")  # doctest: +SKIP
+        >>> out = np.empty(engine.output_shape[1:], np.float32)  # doctest: +SKIP
+        >>> for sample in sensor:  # doctest: +SKIP
+        ...     engine.step(sample, out=out)
+        """
+        if (
+            type(x) is np.ndarray
+            and x.dtype == np.float32
+            and x.flags.c_contiguous
+            and (x.shape == self._shape or x.shape == self._sample)
+        ):
+            return self._native.step(x, out)
         array, squeezed = self._prepare(x, leading=())
-        out = self._native.step(array)
-        return out[0] if squeezed else out
+        if squeezed:
+            array = array[0]
+        return self._native.step(array, out)
 
     def run(self, xs: Any) -> np.ndarray:
         """Step through a whole sequence ``[T, *input_shape]`` in one call; returns ``[T, ...]``."""

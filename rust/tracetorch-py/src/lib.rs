@@ -180,6 +180,18 @@ fn array_arg<'py>(
     x: &Bound<'py, PyAny>,
     shape: &[usize],
 ) -> PyResult<numpy::PyReadonlyArrayDyn<'py, f32>> {
+    checked_array(py, what, x, shape)?
+        .try_readonly()
+        .map_err(|e| input_err(py, format!("{what}: {e}")))
+}
+
+/// `x` as a float32 C-contiguous array of `shape`, not yet borrowed.
+fn checked_array<'a, 'py>(
+    py: Python<'py>,
+    what: &str,
+    x: &'a Bound<'py, PyAny>,
+    shape: &[usize],
+) -> PyResult<&'a Bound<'py, PyArrayDyn<f32>>> {
     let arr = x.cast::<PyArrayDyn<f32>>().map_err(|_| {
         let found = x
             .getattr("dtype")
@@ -196,16 +208,13 @@ fn array_arg<'py>(
             format!("{what}: expected shape {shape:?}, found {:?}", arr.shape()),
         ));
     }
-    let ro = arr
-        .try_readonly()
-        .map_err(|e| input_err(py, format!("{what}: {e}")))?;
-    if !ro.is_c_contiguous() {
+    if !arr.is_c_contiguous() {
         return Err(input_err(
             py,
             format!("{what}: expected a C-contiguous array"),
         ));
     }
-    Ok(ro)
+    Ok(arr)
 }
 
 /// The engine and whether it is still usable, behind [`PyEngine::inner`].
@@ -322,21 +331,48 @@ impl PyEngine {
         self.plan.state_names().map(str::to_string).collect()
     }
 
-    /// One timestep: float32 `input_shape` array in, new float32 `output_shape` array out.
+    /// One timestep. `x` is a float32 C-contiguous array of `input_shape`, or
+    /// of the sample shape when there is one stream; the output takes the
+    /// same form. With `out` (a writable float32 C-contiguous array of that
+    /// output shape) the result goes there and nothing is allocated.
+    #[pyo3(signature = (x, out = None))]
     fn step<'py>(
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
+        out: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-        let ro = array_arg(py, "step input", x, &self.input_shape())?;
+        let full = self.input_shape();
+        let sample = self.streams == 1
+            && x.cast::<PyArrayDyn<f32>>()
+                .is_ok_and(|a| a.shape() == &full[1..]);
+        let (in_shape, out_shape) = if sample {
+            (&full[1..], self.plan.output_shape().to_vec())
+        } else {
+            (&full[..], self.output_shape())
+        };
+        let ro = array_arg(py, "step input", x, in_shape)?;
         let xs = ro
             .as_slice()
             .map_err(|e| input_err(py, format!("step input: {e}")))?;
-        let out = PyArrayDyn::<f32>::zeros(py, self.output_shape(), false);
-        // SAFETY: `out` was created just above and is not shared yet.
-        let ys = unsafe { out.as_slice_mut() }.map_err(|e| internal_error(&e.to_string()))?;
+        let Some(out) = out else {
+            let fresh = PyArrayDyn::<f32>::zeros(py, out_shape, false);
+            // SAFETY: `fresh` was created just above and is not shared yet.
+            let ys = unsafe { fresh.as_slice_mut() }.map_err(|e| internal_error(&e.to_string()))?;
+            self.compute(py, self.step_work, |e| e.step(xs, ys))?;
+            return Ok(fresh);
+        };
+        let array = checked_array(py, "step out", out, &out_shape)?;
+        // Refused when `out` is read-only or shares memory with `x`.
+        let mut rw = array
+            .try_readwrite()
+            .map_err(|e| input_err(py, format!("step out: {e}")))?;
+        let ys = rw
+            .as_slice_mut()
+            .map_err(|e| input_err(py, format!("step out: {e}")))?;
         self.compute(py, self.step_work, |e| e.step(xs, ys))?;
-        Ok(out)
+        drop(rw);
+        Ok(array.clone())
     }
 
     /// `T` timesteps: float32 `[T, *input_shape]` in, `[T, *output_shape]` out.
