@@ -151,6 +151,11 @@ pub enum Spike {
     Heaviside,
 }
 
+/// `round(sigmoid(4u))`, the spike of `quant_fn=round_ste()`, is 1 from this
+/// membrane distance up and 0 below it with this crate's sigmoid (a unit test
+/// re-derives it), so that spike costs one comparison instead of an exp.
+const ROUND_EDGE: f32 = 2.235_174_4e-8; // bits 0x32c0_0001
+
 /// The quantizer applied after the spike function.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Quant {
@@ -319,6 +324,27 @@ impl<S: Simd> Ops<S> {
     /// `quant(spike(u))`; `uniform` draws one uniform in [0, 1) per lane.
     #[inline(always)]
     fn fire(self, fire: &Fire, u: S::f32s, uniform: &mut impl FnMut() -> S::f32s) -> S::f32s {
+        if fire.spike == Spike::Sigmoid4x && fire.quant == Quant::Round(1.0) {
+            // The default binary spike: a comparison gives what exp would.
+            let s = self.0;
+            let spike = s.select_f32s(
+                s.less_than_f32s(u, self.splat(ROUND_EDGE)),
+                self.splat(0.0),
+                self.splat(1.0),
+            );
+            return s.select_f32s(s.equal_f32s(u, u), spike, u);
+        }
+        self.fire_evaluated(fire, u, uniform)
+    }
+
+    /// [`Ops::fire`] computed as written: the spike function, then the quantizer.
+    #[inline(always)]
+    fn fire_evaluated(
+        self,
+        fire: &Fire,
+        u: S::f32s,
+        uniform: &mut impl FnMut() -> S::f32s,
+    ) -> S::f32s {
         let s = self.0;
         let spike = match fire.spike {
             Spike::Sigmoid4x => self.sigmoid(self.mul(self.splat(4.0), u)),
@@ -1140,6 +1166,73 @@ mod tests {
         ]);
         for isa in Isa::available() {
             Kernels::new(isa).unwrap().dispatch(Check(values.clone()));
+        }
+    }
+
+    /// The comparison that stands for `round(sigmoid(4u))` gives what the
+    /// evaluated spike gives, bit for bit, on every instruction set.
+    #[test]
+    fn binary_spike_shortcut_matches_the_evaluated_spike() {
+        let fire = Fire {
+            spike: Spike::Sigmoid4x,
+            quant: Quant::Round(1.0),
+        };
+        // ROUND_EDGE is the first float that fires (bisection, scalar lane).
+        let evaluated =
+            |u: f32| Ops(pulp::Scalar::new()).fire_evaluated(&fire, u, &mut || unreachable!());
+        let (mut off, mut on) = (0u32, 1e-3f32.to_bits());
+        assert_eq!((evaluated(0.0), evaluated(1e-3)), (0.0, 1.0));
+        while on - off > 1 {
+            let mid = off + (on - off) / 2;
+            if evaluated(f32::from_bits(mid)) == 1.0 {
+                on = mid;
+            } else {
+                off = mid;
+            }
+        }
+        assert_eq!(on, ROUND_EDGE.to_bits());
+
+        struct Check(Vec<f32>, Fire);
+        impl WithSimd for Check {
+            type Output = ();
+            #[inline(always)]
+            fn with_simd<S: Simd>(self, simd: S) {
+                let o = Ops(simd);
+                for chunk in self.0.chunks(S::F32_LANES) {
+                    let v = simd.partial_load_f32s(chunk);
+                    let (mut fast, mut slow) = ([0.0f32; 16], [0.0f32; 16]);
+                    let never = &mut || unreachable!();
+                    simd.partial_store_f32s(&mut fast[..chunk.len()], o.fire(&self.1, v, never));
+                    let evaluated = o.fire_evaluated(&self.1, v, never);
+                    simd.partial_store_f32s(&mut slow[..chunk.len()], evaluated);
+                    for (i, &u) in chunk.iter().enumerate() {
+                        assert_eq!(fast[i].to_bits(), slow[i].to_bits(), "u = {u:e}");
+                    }
+                }
+            }
+        }
+        let edge = ROUND_EDGE.to_bits();
+        let mut values: Vec<f32> = (edge - 20_000..edge + 20_000).map(f32::from_bits).collect();
+        values.extend((0..20_000u32).map(|b| -f32::from_bits(edge - 10_000 + b)));
+        let mut rng = Rng::new(5);
+        values.extend((0..20_000).map(|_| (rng.uniform() - 0.5) * 20.0));
+        values.extend((0..20_000).map(|_| (rng.uniform() - 0.5) * 1e-6));
+        values.extend([
+            0.0,
+            -0.0,
+            1e-40,
+            -1e-40,
+            f32::MIN_POSITIVE,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ]);
+        for isa in Isa::available() {
+            Kernels::new(isa)
+                .unwrap()
+                .dispatch(Check(values.clone(), fire));
         }
     }
 }
