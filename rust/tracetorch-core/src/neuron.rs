@@ -438,8 +438,9 @@ pub(crate) struct NeuronLayer {
     pub(crate) params: Vec<ParamRow>,
     /// The same values by parameter, `[NPARAM][C]`, for vector loads.
     pub(crate) columns: Vec<Vec<f32>>,
-    /// Slots in use, in state order.
-    pub(crate) slots: Vec<usize>,
+    /// Which state slots the layer uses. A fixed-size mask, not a list, so
+    /// that the per-vector state copies unroll and stay in registers.
+    pub(crate) slots: [bool; NSLOT],
     /// Product of the sample axes after the neuron axis.
     pub(crate) inner: usize,
 }
@@ -660,8 +661,10 @@ fn lane<S: Simd>(
 ) {
     let simd = o.0;
     let mut s = [simd.splat_f32s(0.0); NSLOT];
-    for &k in &layer.slots {
-        s[k] = load(simd, &states[k][span.clone()]);
+    for k in 0..NSLOT {
+        if layer.slots[k] {
+            s[k] = load(simd, &states[k][span.clone()]);
+        }
     }
     // Stochastic quantizers draw one uniform per neuron, in order.
     let count = span.len();
@@ -673,8 +676,10 @@ fn lane<S: Simd>(
     let xv = load(simd, &x[span.clone()]);
     let y = update(o, &layer.spec, &layer.fire, p, &mut uniform, &mut s, xv);
     store(simd, &mut out[span.clone()], y);
-    for &k in &layer.slots {
-        store(simd, &mut states[k][span.clone()], s[k]);
+    for k in 0..NSLOT {
+        if layer.slots[k] {
+            store(simd, &mut states[k][span.clone()], s[k]);
+        }
     }
 }
 

@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::kernels::{Binary, PoolKind, Unary, Window};
-use crate::neuron::{Fire, NeuronLayer, NeuronSpec, ParamRow, Quant, Spike, NPARAM, PARAM_NAMES};
+use crate::neuron::{
+    Fire, NeuronLayer, NeuronSpec, ParamRow, Quant, Spike, NPARAM, NSLOT, PARAM_NAMES,
+};
 use crate::simd::to_panels;
 
 /// Largest number of floats the engine allocates for one model: weights plus
@@ -1265,7 +1267,10 @@ fn neuron(
         }
     }
     let inner = x[axis + 1..].iter().product();
-    let slots = states.iter().map(|s| s.1).collect();
+    let mut slots = [false; NSLOT];
+    for state in &states {
+        slots[state.1] = true;
+    }
     Ok((
         NeuronLayer {
             spec,
