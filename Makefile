@@ -31,6 +31,8 @@ lint:  ## formatting and lint, Rust and Python
 	$(PYTHON) -m mypy
 	$(PYTHON) -m mypy.stubtest tracetorch._native
 
-bench: install  ## benchmark tables (not part of the tests)
+bench:  ## benchmark tables (not part of the tests); installs the test and bench extras
+	$(PIP) install --upgrade pip
+	$(PIP) install -e '.[test,bench]'
 	$(PYTHON) benchmarks/bench_training.py
 	$(PYTHON) benchmarks/bench_streaming.py
