@@ -825,7 +825,10 @@ mod tests {
                       "tensors": {"weight": "w2"}}),
         );
         let bytes = m.bytes();
-        let streams = 64; // enough work for the convolution to split too
+        let streams = 512;
+        // Every heavy layer, the convolution included, is worth splitting.
+        let conv_work = 8 * 36 * 2 * 9 * streams;
+        assert!(conv_work.min(288 * 300 * streams) >= crate::kernels::PARALLEL_WORK);
         let mut one = Engine::new(&bytes, streams).unwrap();
         one.set_threads(1);
         let mut many = Engine::new(&bytes, streams).unwrap();

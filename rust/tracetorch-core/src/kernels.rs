@@ -57,7 +57,7 @@ pub(crate) fn linear(
 /// handing work to the pool and back costs tens of microseconds on a busy
 /// machine (measured: splitting the 64x64 layers of 256 sensor streams made
 /// the step 1.8x slower), about what 2^21 multiply-adds take.
-const PARALLEL_WORK: usize = 1 << 21;
+pub(crate) const PARALLEL_WORK: usize = 1 << 21;
 
 /// Runs `f` over rows of `x` (`xw` floats each) and `y` (`yw` each), split
 /// into contiguous shares run in parallel (rayon), one per scratch, when
