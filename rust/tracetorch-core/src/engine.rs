@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::kernels;
-use crate::neuron::{neuron_kernel, NSLOT};
+use crate::neuron::{neuron_kernel, NeuronLayer, NSLOT};
 use crate::plan::{Kernel, Plan, StateInfo, MAX_FLOATS};
 use crate::rng::Rng;
 use crate::simd::{Isa, Kernels};
@@ -87,6 +87,61 @@ fn default_threads(streams: usize) -> usize {
         return 1;
     }
     std::thread::available_parallelism().map_or(1, |n| n.get().min(streams))
+}
+
+/// Neuron layers of at least this many neurons (all streams) split across
+/// threads: below it the hand-over costs more than the update.
+const NEURON_PARALLEL: usize = 1 << 16;
+
+/// One timestep of a neuron layer, its rows (streams) shared by `threads`
+/// when the layer is large and draws no random numbers (the draws follow
+/// the neuron order). Every neuron is computed as on one thread.
+fn neurons(
+    k: &Kernels,
+    layer: &NeuronLayer,
+    rng: &mut Rng,
+    x: &[f32],
+    out: &mut [f32],
+    states: &mut [Vec<f32>; NSLOT],
+    threads: usize,
+) {
+    fn go(
+        k: &Kernels,
+        layer: &NeuronLayer,
+        x: &[f32],
+        out: &mut [f32],
+        states: [&mut [f32]; NSLOT],
+        threads: usize,
+    ) {
+        let row = layer.row_len();
+        let rows = x.len() / row;
+        if threads < 2 || rows < 2 {
+            // Never drawn from: the layer is deterministic.
+            let mut unused = Rng::new(0);
+            return neuron_kernel(k, layer, &mut unused, x, out, states);
+        }
+        let split = (rows * (threads / 2) / threads).max(1) * row;
+        let (xa, xb) = x.split_at(split);
+        let (oa, ob) = out.split_at_mut(split);
+        let mut sa: [&mut [f32]; NSLOT] = Default::default();
+        let mut sb: [&mut [f32]; NSLOT] = Default::default();
+        for ((slot, a), b) in states.into_iter().zip(&mut sa).zip(&mut sb) {
+            if !slot.is_empty() {
+                (*a, *b) = slot.split_at_mut(split);
+            }
+        }
+        let half = threads / 2;
+        rayon::join(
+            || go(k, layer, xa, oa, sa, half),
+            || go(k, layer, xb, ob, sb, threads - half),
+        );
+    }
+    let slices = states.each_mut().map(Vec::as_mut_slice);
+    if threads < 2 || layer.draws() || x.len() < NEURON_PARALLEL || layer.row_len() == 0 {
+        neuron_kernel(k, layer, rng, x, out, slices);
+    } else {
+        go(k, layer, x, out, slices, threads);
+    }
 }
 
 /// Refuses NaN and infinities (no allocation on success): a non-finite input
@@ -366,9 +421,15 @@ impl Engine {
                 Kernel::Cat { chunks, rows } => {
                     kernels::cat(buffers, &step.inputs, chunks, &mut out, rows * streams)
                 }
-                Kernel::Neuron(i) => {
-                    neuron_kernel(k, &plan.neurons[*i], rng, x, &mut out, &mut states[*i])
-                }
+                Kernel::Neuron(i) => neurons(
+                    k,
+                    &plan.neurons[*i],
+                    rng,
+                    x,
+                    &mut out,
+                    &mut states[*i],
+                    scratch.len(),
+                ),
             }
             buffers[step.output] = out;
         }
@@ -786,6 +847,54 @@ mod tests {
     /// Threads split the streams of the heavy layers; every stream gets the
     /// same bits as on one thread, with dense and event-driven linear layers
     /// and a convolution.
+    /// Large neuron layers split across threads unless they draw random
+    /// numbers; either way every thread count gives the same bits.
+    #[test]
+    fn neuron_layers_split_only_when_deterministic() {
+        let n = 300;
+        let streams = NEURON_PARALLEL / n + 1;
+        for quant in [
+            json!({"kind": "identity"}),
+            json!({"kind": "stochastic_round", "step": 1.0}),
+            json!({"kind": "probabilistic"}),
+        ] {
+            let mut m = ModelFile::new(&[n]);
+            m.tensor("beta", &[], &[0.6]).tensor("th", &[], &[0.4]);
+            m.node(neuron_node(
+                "lif",
+                "input",
+                &[n],
+                0,
+                json!({"output": "binary"}),
+                json!({"spike": "sigmoid4x", "quant": quant}),
+                json!({"beta": "beta", "pos_threshold": "th"}),
+            ));
+            let bytes = m.bytes();
+            let mut one = Engine::new(&bytes, streams).unwrap();
+            one.set_threads(1);
+            let mut many = Engine::new(&bytes, streams).unwrap();
+            many.set_threads(2);
+            let draws = many.plan.neurons[0].draws();
+            assert_eq!(draws, quant["kind"] != "identity");
+            let xs: Vec<f32> = (0..one.input_len() * 4)
+                .map(|i| ((i as f32) * 0.029).sin())
+                .collect();
+            let mut ya = vec![0.0; one.output_len() * 4];
+            let mut yb = ya.clone();
+            one.run(&xs, &mut ya, 4).unwrap();
+            many.run(&xs, &mut yb, 4).unwrap();
+            assert!(
+                ya.iter().any(|v| *v != ya[0]),
+                "a constant output tests nothing"
+            );
+            assert_eq!(
+                ya.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                yb.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{quant}"
+            );
+        }
+    }
+
     #[test]
     fn threads_give_the_same_bits() {
         let mut m = ModelFile::new(&[2, 6, 6]);

@@ -614,6 +614,21 @@ impl NeuronLayer {
         self.spec.fires()
             && (self.fire.spike == Spike::Heaviside || self.fire.quant != Quant::Identity)
     }
+
+    /// Whether a step draws random numbers (a stochastic quantizer): the
+    /// draws follow the neuron order, so such a layer never splits.
+    pub(crate) fn draws(&self) -> bool {
+        self.spec.fires()
+            && matches!(
+                self.fire.quant,
+                Quant::StochasticRound(_) | Quant::Probabilistic
+            )
+    }
+
+    /// Floats of one row of the `[rows, C, inner]` layout.
+    pub(crate) fn row_len(&self) -> usize {
+        self.params.len() * self.inner
+    }
 }
 
 /// Runs one timestep of a neuron layer over a whole buffer, a vector of
@@ -627,7 +642,7 @@ pub(crate) fn neuron_kernel(
     rng: &mut Rng,
     x: &[f32],
     out: &mut [f32],
-    states: &mut [Vec<f32>; NSLOT],
+    states: [&mut [f32]; NSLOT],
 ) {
     k.dispatch(NeuronPass {
         layer,
@@ -643,7 +658,8 @@ struct NeuronPass<'a> {
     rng: &'a mut Rng,
     x: &'a [f32],
     out: &'a mut [f32],
-    states: &'a mut [Vec<f32>; NSLOT],
+    /// One slice per slot, empty for the slots the layer does not use.
+    states: [&'a mut [f32]; NSLOT],
 }
 
 /// Updates the neurons in `span` (at most one vector) in place.
@@ -657,7 +673,7 @@ fn lane<S: Simd>(
     span: std::ops::Range<usize>,
     x: &[f32],
     out: &mut [f32],
-    states: &mut [Vec<f32>; NSLOT],
+    states: &mut [&mut [f32]; NSLOT],
 ) {
     let simd = o.0;
     let mut s = [simd.splat_f32s(0.0); NSLOT];
@@ -693,7 +709,7 @@ impl WithSimd for NeuronPass<'_> {
             rng,
             x,
             out,
-            states,
+            mut states,
         } = self;
         let o = Ops(simd);
         let lanes = S::F32_LANES;
@@ -710,7 +726,7 @@ impl WithSimd for NeuronPass<'_> {
                     let end = (c + lanes).min(c_len);
                     let p = |k: usize| load(simd, &layer.columns[k][c..end]);
                     let span = r * c_len + c..r * c_len + end;
-                    lane(o, layer, rng, p, span, x, out, states);
+                    lane(o, layer, rng, p, span, x, out, &mut states);
                 }
             } else {
                 // One channel's parameters, broadcast over its positions.
@@ -719,7 +735,7 @@ impl WithSimd for NeuronPass<'_> {
                     let base = (r * c_len + c) * inner;
                     for j in (0..inner).step_by(lanes) {
                         let span = base + j..base + (j + lanes).min(inner);
-                        lane(o, layer, rng, p, span, x, out, states);
+                        lane(o, layer, rng, p, span, x, out, &mut states);
                     }
                 }
             }
