@@ -17,7 +17,7 @@ demo: install  ## the main job: train an SNN, export it, stream it on the Rust e
 test: install test-rust test-python lint  ## every test: Rust crates, Python suite, lint
 
 test-rust:  ## Rust unit and integration tests
-	cargo test --workspace
+	cargo test --workspace --all-features
 
 test-python:  ## the Python suite (cross-checks against PyTorch and the reference releases)
 	$(PYTHON) -m pytest -q
@@ -25,7 +25,8 @@ test-python:  ## the Python suite (cross-checks against PyTorch and the referenc
 lint:  ## formatting and lint, Rust and Python
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 	$(PYTHON) -m ruff check tracetorch python_tests benchmarks examples docs tools
 	$(PYTHON) -m ruff format --check tracetorch python_tests benchmarks examples docs tools
 	$(PYTHON) -m mypy

@@ -23,6 +23,9 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod bench;
 mod engine;
 mod error;
 mod kernels;

@@ -1,0 +1,265 @@
+//! Entry points for the criterion benches of the kernels (`--features bench`).
+//!
+//! Each case owns its inputs, weights and outputs, laid out as the engine lays
+//! them out at load, and runs one kernel on a chosen instruction set. Not a
+//! stable API: it exists so that `benches/kernels.rs` times the very code the
+//! engine runs, without a model file around it.
+
+use crate::kernels::{self, Window};
+use crate::neuron::{neuron_kernel, BiasSite, Fire, NeuronLayer, NeuronSpec, OutputKind, Quant};
+use crate::neuron::{Spike, BETA, BIAS, NPARAM, NSLOT, POS_THRESHOLD};
+use crate::rng::Rng;
+use crate::simd::{to_panels, Isa, Kernels};
+
+/// Reproducible values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| 2.0 * rng.uniform() - 1.0).collect()
+}
+
+/// A linear layer `inp -> out` over `streams` rows.
+pub struct LinearCase {
+    kernels: Kernels,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    weight_t: Vec<f32>,
+    bias: Vec<f32>,
+    inp: usize,
+    out: usize,
+    events: bool,
+    active: Vec<u32>,
+}
+
+impl LinearCase {
+    /// Dense inputs when `activity` is `None`, else spikes (1.0 with that
+    /// probability, else 0.0) on the event-driven path. `None` when this CPU
+    /// does not run `isa`.
+    pub fn new(
+        isa: Isa,
+        inp: usize,
+        out: usize,
+        streams: usize,
+        activity: Option<f32>,
+    ) -> Option<Self> {
+        let mut x = values(inp * streams, 1);
+        if let Some(p) = activity {
+            x.iter_mut()
+                .for_each(|v| *v = f32::from((*v + 1.0) / 2.0 < p));
+        }
+        let weight: Vec<f32> = values(inp * out, 2);
+        // The engine keeps `W^T` ([inp, out]) in column panels.
+        let mut transposed = vec![0.0; inp * out];
+        for o in 0..out {
+            for i in 0..inp {
+                transposed[i * out + o] = weight[o * inp + i];
+            }
+        }
+        Some(LinearCase {
+            kernels: Kernels::new(isa)?,
+            x,
+            y: vec![0.0; out * streams],
+            weight_t: to_panels(&transposed, inp, out),
+            bias: values(out, 3),
+            inp,
+            out,
+            events: activity.is_some(),
+            active: vec![0; inp],
+        })
+    }
+
+    /// One step of the layer.
+    pub fn run(&mut self) -> &[f32] {
+        kernels::linear(
+            &self.kernels,
+            &self.x,
+            &mut self.y,
+            &self.weight_t,
+            Some(&self.bias),
+            self.inp,
+            self.out,
+            self.events,
+            &mut self.active,
+        );
+        &self.y
+    }
+}
+
+/// A 3x3 convolution, stride 1, no padding, over `streams` samples.
+pub struct ConvCase {
+    kernels: Kernels,
+    window: Window,
+    out_channels: usize,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    col: Vec<f32>,
+}
+
+impl ConvCase {
+    /// `channels -> out_channels` on `side x side` inputs.
+    pub fn new(
+        isa: Isa,
+        channels: usize,
+        out_channels: usize,
+        side: usize,
+        streams: usize,
+    ) -> Option<Self> {
+        let o = side.checked_sub(2)?;
+        let window = Window {
+            c: channels,
+            h: side,
+            w: side,
+            kh: 3,
+            kw: 3,
+            stride: (1, 1),
+            pad: (0, 0),
+            dil: (1, 1),
+            oh: o,
+            ow: o,
+        };
+        Some(ConvCase {
+            kernels: Kernels::new(isa)?,
+            window,
+            out_channels,
+            x: values(channels * side * side * streams, 4),
+            y: vec![0.0; out_channels * o * o * streams],
+            weight: values(out_channels * channels * 9, 5),
+            bias: values(out_channels, 6),
+            col: vec![0.0; channels * 9 * o * o],
+        })
+    }
+
+    /// One step of the layer.
+    pub fn run(&mut self) -> &[f32] {
+        kernels::conv2d(
+            &self.kernels,
+            &self.x,
+            &mut self.y,
+            &self.weight,
+            Some(&self.bias),
+            &self.window,
+            self.out_channels,
+            1,
+            &mut self.col,
+        );
+        &self.y
+    }
+}
+
+/// A layer of `LIB` neurons (leaky membrane, spike bias, binary output of
+/// `round(sigmoid(4u))`) over `streams` rows.
+pub struct NeuronCase {
+    kernels: Kernels,
+    layer: NeuronLayer,
+    rng: Rng,
+    x: Vec<f32>,
+    out: Vec<f32>,
+    states: [Vec<f32>; NSLOT],
+}
+
+impl NeuronCase {
+    /// `neurons` neurons per stream.
+    pub fn new(isa: Isa, neurons: usize, streams: usize) -> Option<Self> {
+        let spec = NeuronSpec {
+            dual: false,
+            synaptic: false,
+            recurrent: false,
+            syn_ema: false,
+            rec_ema: false,
+            mem_ema: false,
+            bias: BiasSite::Spike,
+            output: OutputKind::Binary,
+            scaled: false,
+            neg_sees_pos_reset: false,
+        };
+        let mut row = [0.0; NPARAM];
+        row[BETA] = 0.9;
+        row[POS_THRESHOLD] = 1.0;
+        row[BIAS] = 0.1;
+        let params = vec![row; neurons];
+        let mut slots = [false; NSLOT];
+        let mut states: [Vec<f32>; NSLOT] = Default::default();
+        for (_, slot) in spec.states() {
+            slots[slot] = true;
+            states[slot] = vec![0.0; neurons * streams];
+        }
+        let layer = NeuronLayer {
+            spec,
+            fire: Fire {
+                spike: Spike::Sigmoid4x,
+                quant: Quant::Round(1.0),
+            },
+            columns: (0..NPARAM).map(|k| vec![row[k]; neurons]).collect(),
+            params,
+            slots,
+            inner: 1,
+        };
+        Some(NeuronCase {
+            kernels: Kernels::new(isa)?,
+            layer,
+            rng: Rng::new(7),
+            x: values(neurons * streams, 8),
+            out: vec![0.0; neurons * streams],
+            states,
+        })
+    }
+
+    /// One step of the layer.
+    pub fn run(&mut self) -> &[f32] {
+        let states = self.states.each_mut().map(Vec::as_mut_slice);
+        neuron_kernel(
+            &self.kernels,
+            &self.layer,
+            &mut self.rng,
+            &self.x,
+            &mut self.out,
+            states,
+        );
+        &self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cases compute what they claim, on every instruction set: a bench
+    /// of a kernel that does nothing would time nothing.
+    #[test]
+    fn cases_compute_their_layers() {
+        for isa in Isa::available() {
+            let (inp, out, streams) = (37, 21, 3);
+            let mut dense = LinearCase::new(isa, inp, out, streams, None).unwrap();
+            let w = values(inp * out, 2);
+            let (x, b) = (dense.x.clone(), dense.bias.clone());
+            let y = dense.run().to_vec();
+            for s in 0..streams {
+                for o in 0..out {
+                    let want: f32 = b[o]
+                        + (0..inp)
+                            .map(|i| w[o * inp + i] * x[s * inp + i])
+                            .sum::<f32>();
+                    assert!((y[s * out + o] - want).abs() < 1e-4, "{isa} {s} {o}");
+                }
+            }
+            let mut spikes = LinearCase::new(isa, 1024, 8, 1, Some(0.1)).unwrap();
+            let active = spikes.x.iter().filter(|v| **v == 1.0).count();
+            assert!((50..160).contains(&active), "{active} active of 1024");
+            assert!(spikes.run().iter().all(|v| v.is_finite()));
+
+            let mut conv = ConvCase::new(isa, 3, 16, 10, 2).unwrap();
+            assert_eq!(conv.run().len(), 2 * 16 * 8 * 8);
+            assert!(conv.y.iter().any(|v| *v != 0.0));
+
+            let mut neurons = NeuronCase::new(isa, 100, 2).unwrap();
+            let mut fired = 0;
+            for _ in 0..20 {
+                let out = neurons.run();
+                assert!(out.iter().all(|v| *v == 0.0 || *v == 1.0));
+                fired += out.iter().filter(|v| **v == 1.0).count();
+            }
+            assert!(fired > 0);
+        }
+    }
+}
