@@ -37,3 +37,4 @@ bench:  ## benchmark tables (not part of the tests); installs the test and bench
 	$(PIP) install -e '.[test,bench]'
 	$(PYTHON) benchmarks/bench_training.py
 	$(PYTHON) benchmarks/bench_streaming.py
+	cargo bench -p tracetorch-core --features bench
