@@ -68,8 +68,8 @@ class Engine:
     def __init__(self, native: Any) -> None:
         self._native = native
         # Cached for step()'s fast path (a float32 C-contiguous array of the right shape).
-        self._shape = tuple(native.input_shape)
-        self._sample = self._shape[1:] if self._shape[0] == 1 else None
+        shape = tuple(native.input_shape)
+        self._fast_shapes = (shape, shape[1:]) if shape[0] == 1 else (shape,)
 
     @property
     def input_shape(self) -> list[int]:
@@ -102,9 +102,9 @@ class Engine:
         """
         if (
             type(x) is np.ndarray
-            and x.dtype == np.float32
+            and x.dtype is _FLOAT32
+            and x.shape in self._fast_shapes
             and x.flags.c_contiguous
-            and (x.shape == self._shape or x.shape == self._sample)
         ):
             return self._native.step(x, out)
         array, squeezed = self._prepare(x, leading=())
@@ -193,6 +193,9 @@ class Engine:
             )
         with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: refused natively
             return np.ascontiguousarray(array, dtype=np.float32), squeezed
+
+
+_FLOAT32 = np.dtype(np.float32)  # numpy's dtype singleton: compared by identity
 
 
 def _asarray(x: Any, shape: str) -> np.ndarray:
