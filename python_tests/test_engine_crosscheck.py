@@ -375,6 +375,8 @@ def test_threads_split_streams_with_identical_results(tmp_path: Path) -> None:
     with pytest.raises(tt.errors.EngineInputError, match="threads"):
         many.set_threads(0)
     assert many.threads == 2
+    many.set_threads(10**30)  # more threads than streams would idle: clamped
+    assert many.threads == 512
 
 
 def test_states_round_trip_resumes_exactly(tmp_path: Path) -> None:

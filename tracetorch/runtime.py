@@ -164,10 +164,13 @@ class Engine:
         return int(self._native.threads)
 
     def set_threads(self, threads: int) -> None:
-        """Set :attr:`threads` (results do not depend on it)."""
+        """Set :attr:`threads`, at most :attr:`streams` (results do not depend on it).
+
+        >>> engine.set_threads(1)  # doctest: +SKIP
+        """
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
             raise EngineInputError(f"threads must be an integer >= 1, got {threads!r}")
-        self._native.set_threads(int(threads))
+        self._native.set_threads(min(int(threads), self.streams))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_restore, (self._native.to_bytes(), self.streams, self.states()))

@@ -238,11 +238,12 @@ impl Engine {
         self.scratch.len()
     }
 
-    /// Sets [`Engine::threads`] (0 counts as 1); allocates one scratch per thread.
+    /// Sets [`Engine::threads`], clamped to 1 ..= streams (a stream is never
+    /// split, so more threads would idle); allocates one scratch per thread.
     pub fn set_threads(&mut self, threads: usize) {
         let plan = &self.plan;
         self.scratch
-            .resize_with(threads.max(1), || Scratch::new(plan));
+            .resize_with(threads.clamp(1, self.streams), || Scratch::new(plan));
     }
 
     /// The instruction set the kernels run on.
@@ -943,6 +944,9 @@ mod tests {
         let mut many = Engine::new(&bytes, streams).unwrap();
         many.set_threads(3);
         assert_eq!((one.threads(), many.threads()), (1, 3));
+        let mut clamped = Engine::new(&bytes, 2).unwrap();
+        clamped.set_threads(usize::MAX);
+        assert_eq!(clamped.threads(), 2);
         let xs: Vec<f32> = (0..one.input_len() * 5)
             .map(|i| ((i as f32) * 0.013).sin() * 3.0)
             .collect();
