@@ -70,6 +70,7 @@ class Engine:
         # Cached for step()'s fast path (a float32 C-contiguous array of the right shape).
         shape = tuple(native.input_shape)
         self._fast_shapes = (shape, shape[1:]) if shape[0] == 1 else (shape,)
+        self._native_step = native.step
 
     @property
     def input_shape(self) -> list[int]:
@@ -101,12 +102,12 @@ class Engine:
         ...     engine.step(sample, out=out)
         """
         if (
-            type(x) is np.ndarray
+            type(x) is _NDARRAY
             and x.dtype is _FLOAT32
             and x.shape in self._fast_shapes
             and x.flags.c_contiguous
         ):
-            return self._native.step(x, out)
+            return self._native_step(x, out)
         array, squeezed = self._prepare(x, leading=())
         if squeezed:
             array = array[0]
@@ -198,7 +199,9 @@ class Engine:
             return np.ascontiguousarray(array, dtype=np.float32), squeezed
 
 
-_FLOAT32 = np.dtype(np.float32)  # numpy's dtype singleton: compared by identity
+# step()'s fast path compares by identity (numpy's float32 dtype is a singleton).
+_FLOAT32 = np.dtype(np.float32)
+_NDARRAY = np.ndarray
 
 
 def _asarray(x: Any, shape: str) -> np.ndarray:

@@ -160,6 +160,8 @@ fn internal_error(what: &str) -> PyErr {
 fn load(py: Python<'_>, f: impl FnOnce() -> Result<Engine, Error> + Send) -> PyResult<PyEngine> {
     match detached(py, false, f) {
         Ok(Ok(engine)) => Ok(PyEngine {
+            input_shape: [&[engine.streams()], engine.plan().input_shape()].concat(),
+            output_shape: [&[engine.streams()], engine.plan().output_shape()].concat(),
             step_work: engine.plan().work().saturating_mul(engine.streams()),
             plan: engine.plan().clone(),
             streams: engine.streams(),
@@ -230,6 +232,10 @@ struct PyEngine {
     /// The engine's plan and stream count, readable without the lock.
     plan: Arc<Plan>,
     streams: usize,
+    /// `[streams, *sample]` of one step's input and output, kept for the
+    /// per-call checks.
+    input_shape: Vec<usize>,
+    output_shape: Vec<usize>,
     /// Multiply-adds of one step of all streams (see [`LIGHT_WORK`]).
     step_work: usize,
     /// Taken once per call, with the GIL released (threads sharing an engine
@@ -283,13 +289,6 @@ impl PyEngine {
             Err(what) => Err(internal_error(&what)),
         }
     }
-
-    fn shape(&self, sample: &[usize]) -> Vec<usize> {
-        let mut s = Vec::with_capacity(sample.len() + 1);
-        s.push(self.streams);
-        s.extend_from_slice(sample);
-        s
-    }
 }
 
 #[pymethods]
@@ -310,13 +309,13 @@ impl PyEngine {
     /// `[streams, *input sample shape]`.
     #[getter]
     fn input_shape(&self) -> Vec<usize> {
-        self.shape(self.plan.input_shape())
+        self.input_shape.clone()
     }
 
     /// `[streams, *output sample shape]`.
     #[getter]
     fn output_shape(&self) -> Vec<usize> {
-        self.shape(self.plan.output_shape())
+        self.output_shape.clone()
     }
 
     /// Number of independent streams.
@@ -342,14 +341,14 @@ impl PyEngine {
         x: &Bound<'py, PyAny>,
         out: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-        let full = self.input_shape();
+        let full = &self.input_shape;
         let sample = self.streams == 1
             && x.cast::<PyArrayDyn<f32>>()
                 .is_ok_and(|a| a.shape() == &full[1..]);
         let (in_shape, out_shape) = if sample {
-            (&full[1..], self.plan.output_shape().to_vec())
+            (&full[1..], &self.output_shape[1..])
         } else {
-            (&full[..], self.output_shape())
+            (&full[..], &self.output_shape[..])
         };
         let ro = array_arg(py, "step input", x, in_shape)?;
         let xs = ro
@@ -362,7 +361,7 @@ impl PyEngine {
             self.compute(py, self.step_work, |e| e.step(xs, ys))?;
             return Ok(fresh);
         };
-        let array = checked_array(py, "step out", out, &out_shape)?;
+        let array = checked_array(py, "step out", out, out_shape)?;
         // Refused when `out` is read-only or shares memory with `x`.
         let mut rw = array
             .try_readwrite()
