@@ -312,7 +312,10 @@ fn tile<S: Simd, const R: usize, const V: usize>(
     let rows: [&[f32]; R] = std::array::from_fn(|r| &o.a[(m + r) * o.k..(m + r + 1) * o.k]);
     match o.active {
         Some(idx) => {
-            for &kk in idx {
+            for (i, &kk) in idx.iter().enumerate() {
+                if let Some(&ahead) = idx.get(i + PREFETCH_AHEAD) {
+                    prefetch(o.b, ahead as usize, o.k, c, width);
+                }
                 accumulate(simd, &mut acc, &rows, o.b, kk as usize, o.k, c, width);
             }
         }
@@ -359,6 +362,29 @@ fn accumulate<S: Simd, const R: usize, const V: usize>(
         let coef = simd.splat_f32s(rows[r][kk]);
         for j in 0..V {
             acc[r][j] = simd.mul_add_e_f32s(coef, bv[j], acc[r][j]);
+        }
+    }
+}
+
+/// Active rows are scattered, so the hardware cannot guess the next one:
+/// the event-driven loop asks for the row this many steps ahead.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Hints that the `width` floats of row `kk` at column `c` of `b` are needed soon.
+#[inline(always)]
+fn prefetch(b: Panels<'_>, kk: usize, k: usize, c: usize, width: usize) {
+    let pw = b.width;
+    let start = (c / pw) * k * pw + kk * pw + c % pw;
+    if let Some(row) = b.data.get(start..start + width) {
+        for line in row.chunks(16) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch never faults, and the address lies inside `b`.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = line;
         }
     }
 }
