@@ -8,8 +8,9 @@
 use crate::kernels::{self, Window};
 use crate::neuron::{neuron_kernel, BiasSite, Fire, NeuronLayer, NeuronSpec, OutputKind, Quant};
 use crate::neuron::{Spike, BETA, BIAS, NPARAM, NSLOT, POS_THRESHOLD};
+use crate::plan::linear_weights;
 use crate::rng::Rng;
-use crate::simd::{to_panels, Isa, Kernels};
+use crate::simd::{Isa, Kernels};
 
 /// Reproducible values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -46,19 +47,11 @@ impl LinearCase {
             x.iter_mut()
                 .for_each(|v| *v = f32::from((*v + 1.0) / 2.0 < p));
         }
-        let weight: Vec<f32> = values(inp * out, 2);
-        // The engine keeps `W^T` ([inp, out]) in column panels.
-        let mut transposed = vec![0.0; inp * out];
-        for o in 0..out {
-            for i in 0..inp {
-                transposed[i * out + o] = weight[o * inp + i];
-            }
-        }
         Some(LinearCase {
             kernels: Kernels::new(isa)?,
             x,
             y: vec![0.0; out * streams],
-            weight_t: to_panels(&transposed, inp, out),
+            weight_t: linear_weights(&values(inp * out, 2), out, inp),
             bias: values(out, 3),
             inp,
             out,
@@ -177,24 +170,15 @@ impl NeuronCase {
         row[BETA] = 0.9;
         row[POS_THRESHOLD] = 1.0;
         row[BIAS] = 0.1;
-        let params = vec![row; neurons];
-        let mut slots = [false; NSLOT];
         let mut states: [Vec<f32>; NSLOT] = Default::default();
         for (_, slot) in spec.states() {
-            slots[slot] = true;
             states[slot] = vec![0.0; neurons * streams];
         }
-        let layer = NeuronLayer {
-            spec,
-            fire: Fire {
-                spike: Spike::Sigmoid4x,
-                quant: Quant::Round(1.0),
-            },
-            columns: (0..NPARAM).map(|k| vec![row[k]; neurons]).collect(),
-            params,
-            slots,
-            inner: 1,
+        let fire = Fire {
+            spike: Spike::Sigmoid4x,
+            quant: Quant::Round(1.0),
         };
+        let layer = NeuronLayer::new(spec, fire, vec![row; neurons], 1);
         Some(NeuronCase {
             kernels: Kernels::new(isa)?,
             layer,

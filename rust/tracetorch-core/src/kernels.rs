@@ -84,7 +84,7 @@ pub(crate) fn split_rows<S: Send, F>(
             return;
         }
         let half = scratch.len() / 2;
-        let split = (rows * half / scratch.len()).max(1);
+        let split = first_share(rows, scratch.len());
         let (xa, xb) = x.split_at(split * xw);
         let (ya, yb) = y.split_at_mut(split * yw);
         let (sa, sb) = scratch.split_at_mut(half);
@@ -96,6 +96,13 @@ pub(crate) fn split_rows<S: Send, F>(
     } else {
         go(x, xw, y, yw, scratch, &f);
     }
+}
+
+/// Rows of the first half when `rows` (at least 2) are shared by `parts`
+/// threads split in two halves of `parts / 2` and the rest: proportional,
+/// and never an empty half.
+pub(crate) fn first_share(rows: usize, parts: usize) -> usize {
+    (rows * (parts / 2) / parts).max(1)
 }
 
 /// Geometry of a 2-d convolution or pooling window over `[C, H, W]` samples

@@ -608,6 +608,25 @@ fn update<S: Simd>(
 }
 
 impl NeuronLayer {
+    /// A layer of `params.len()` neurons (one parameter row each) over
+    /// `inner` positions; the parameter columns and the slot mask follow.
+    pub(crate) fn new(spec: NeuronSpec, fire: Fire, params: Vec<ParamRow>, inner: usize) -> Self {
+        let mut slots = [false; NSLOT];
+        for (_, slot) in spec.states() {
+            slots[slot] = true;
+        }
+        NeuronLayer {
+            spec,
+            fire,
+            columns: (0..NPARAM)
+                .map(|k| params.iter().map(|r| r[k]).collect())
+                .collect(),
+            params,
+            slots,
+            inner,
+        }
+    }
+
     /// Whether the outputs are spikes (mostly exact zeros): a hard spike
     /// function or a quantizer after the surrogate.
     pub(crate) fn emits_spikes(&self) -> bool {

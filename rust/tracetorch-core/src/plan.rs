@@ -9,9 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::kernels::{Binary, PoolKind, Unary, Window};
-use crate::neuron::{
-    Fire, NeuronLayer, NeuronSpec, ParamRow, Quant, Spike, NPARAM, NSLOT, PARAM_NAMES,
-};
+use crate::neuron::{Fire, NeuronLayer, NeuronSpec, ParamRow, Quant, Spike, NPARAM, PARAM_NAMES};
 use crate::simd::to_panels;
 
 /// Largest number of floats the engine allocates for one model: weights plus
@@ -137,6 +135,12 @@ pub struct Plan {
     work: usize,
     /// Floats of buffers and states per stream.
     pub(crate) stream_floats: usize,
+}
+
+/// A linear layer's `[out, inp]` weight as its kernel reads it: `W^T`
+/// (`[inp, out]`) in column panels.
+pub(crate) fn linear_weights(weight: &[f32], out: usize, inp: usize) -> Vec<f32> {
+    to_panels(&transpose(weight, out, inp), inp, out)
 }
 
 /// `[rows, cols]` row-major to `[cols, rows]`.
@@ -892,7 +896,7 @@ impl Builder {
                 }
                 (
                     Some(Kernel::Linear {
-                        weight_t: to_panels(&transpose(&weight, out, inp), inp, out),
+                        weight_t: linear_weights(&weight, out, inp),
                         bias,
                         inp,
                         out,
@@ -1267,23 +1271,7 @@ fn neuron(
         }
     }
     let inner = x[axis + 1..].iter().product();
-    let mut slots = [false; NSLOT];
-    for state in &states {
-        slots[state.1] = true;
-    }
-    Ok((
-        NeuronLayer {
-            spec,
-            fire,
-            columns: (0..NPARAM)
-                .map(|k| rows.iter().map(|r| r[k]).collect())
-                .collect(),
-            params: rows,
-            slots,
-            inner,
-        },
-        states,
-    ))
+    Ok((NeuronLayer::new(spec, fire, rows, inner), states))
 }
 
 #[cfg(test)]

@@ -198,6 +198,13 @@ impl<'a> Panels<'a> {
     pub(crate) fn packed(data: &'a [f32]) -> Self {
         Panels { data, width: PANEL }
     }
+
+    /// Where row `kk`, column `c` of the `[k, n]` matrix sits in `data`.
+    #[inline(always)]
+    fn offset(&self, kk: usize, k: usize, c: usize) -> usize {
+        let pw = self.width;
+        (c / pw) * k * pw + kk * pw + c % pw
+    }
 }
 
 /// Packs a row-major `[k, n]` matrix into [`PANEL`]-wide column panels.
@@ -351,8 +358,7 @@ fn accumulate<S: Simd, const R: usize, const V: usize>(
     width: usize,
 ) {
     let lanes = S::F32_LANES;
-    let pw = b.width;
-    let start = (c / pw) * k * pw + kk * pw + c % pw;
+    let start = b.offset(kk, k, c);
     let row = &b.data[start..start + width];
     let mut bv = [simd.splat_f32s(0.0); V];
     for (j, v) in bv.iter_mut().enumerate() {
@@ -373,8 +379,7 @@ const PREFETCH_AHEAD: usize = 8;
 /// Hints that the `width` floats of row `kk` at column `c` of `b` are needed soon.
 #[inline(always)]
 fn prefetch(b: Panels<'_>, kk: usize, k: usize, c: usize, width: usize) {
-    let pw = b.width;
-    let start = (c / pw) * k * pw + kk * pw + c % pw;
+    let start = b.offset(kk, k, c);
     if let Some(row) = b.data.get(start..start + width) {
         for line in row.chunks(16) {
             #[cfg(target_arch = "x86_64")]
