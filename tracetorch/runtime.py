@@ -156,7 +156,7 @@ class Engine:
 
     @property
     def threads(self) -> int:
-        """Threads that may share the heavy layers of a step (linear, convolution).
+        """Threads that may share the heavy layers of a step (linear, conv, large neuron layers).
 
         They split the streams, so a single stream always runs on the calling
         thread alone (real-time steps never wait on other threads). Defaults

@@ -120,7 +120,7 @@ fn neurons(
             let mut unused = Rng::new(0);
             return neuron_kernel(k, layer, &mut unused, x, out, states);
         }
-        let split = (rows * (threads / 2) / threads).max(1) * row;
+        let split = kernels::first_share(rows, threads) * row;
         let (xa, xb) = x.split_at(split);
         let (oa, ob) = out.split_at_mut(split);
         let mut sa: [&mut [f32]; NSLOT] = Default::default();
@@ -230,8 +230,8 @@ impl Engine {
         })
     }
 
-    /// How many threads may share the heavy layers (linear, convolution) of
-    /// a step: they split the streams, so one stream always runs on the
+    /// How many threads may share the heavy layers (linear, convolution,
+    /// large deterministic neuron layers) of a step: they split the streams, so one stream always runs on the
     /// calling thread alone. Defaults to the cores available when there are
     /// several streams, 1 otherwise.
     pub fn threads(&self) -> usize {
@@ -845,9 +845,6 @@ mod tests {
         );
     }
 
-    /// Threads split the streams of the heavy layers; every stream gets the
-    /// same bits as on one thread, with dense and event-driven linear layers
-    /// and a convolution.
     /// Large neuron layers split across threads unless they draw random
     /// numbers; either way every thread count gives the same bits.
     #[test]
@@ -896,6 +893,9 @@ mod tests {
         }
     }
 
+    /// Threads split the streams of the heavy layers; every stream gets the
+    /// same bits as on one thread, with dense and event-driven linear layers
+    /// and a convolution.
     #[test]
     fn threads_give_the_same_bits() {
         let mut m = ModelFile::new(&[2, 6, 6]);
