@@ -181,20 +181,31 @@ def test_out_sharing_the_input_is_refused() -> None:
 
 
 def test_native_engine_refuses_what_it_cannot_borrow() -> None:
-    """The binding itself takes only float32 C-contiguous arrays of the exact shape."""
+    """The binding takes only float32 C-contiguous arrays of the exact shape.
+
+    ``run`` refuses anything else; ``step`` hands it back (``None``, states
+    untouched) for the wrapper to convert, and still refuses non-finite values.
+    """
     native = _native.Engine.from_bytes(MODEL, 2)
+    native.step(X)
+    before = native.states()
     for bad, match in [
         (X.astype(np.float64), "expected a float32 numpy array, found dtype float64"),
         (np.asfortranarray(np.ones((2, 6), np.float32)), "expected a C-contiguous array"),
         (X.tolist(), "expected a float32 numpy array, found <class 'list'>"),
         (None, "expected a float32 numpy array"),
-        (X[:, :5].copy(), r"expected shape \[2, 6\], found \[2, 5\]"),
-        (np.full((2, 6), np.nan, np.float32), "expected finite values, found NaN"),
+        (X[:, :5].copy(), r"expected shape \[1, 2, 6\], found \[1, 2, 5\]"),
+        (X.astype(">f4"), "expected a float32 numpy array, found dtype >f4"),
     ]:
+        assert native.step(bad) is None
         with pytest.raises(EngineInputError, match=match):
-            native.step(bad)
-        with pytest.raises(EngineInputError):
-            native.run(bad)
+            native.run(bad[None] if isinstance(bad, np.ndarray) else bad)
+    with pytest.raises(EngineInputError, match="expected finite values, found NaN"):
+        native.step(np.full((2, 6), np.nan, np.float32))
+    with pytest.raises(EngineInputError, match="expected finite values, found NaN"):
+        native.run(np.full((1, 2, 6), np.nan, np.float32))
+    for name, value in native.states().items():
+        np.testing.assert_array_equal(value, before[name])
 
 
 def test_other_bad_arguments() -> None:

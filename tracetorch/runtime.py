@@ -25,7 +25,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from tracetorch import _native
-from tracetorch.errors import EngineInputError
+from tracetorch.errors import EngineInputError, TraceTorchError
 
 __all__ = ["Engine", "load", "loads", "simd_available"]
 
@@ -67,10 +67,7 @@ class Engine:
 
     def __init__(self, native: Any) -> None:
         self._native = native
-        # Cached for step()'s fast path (a float32 C-contiguous array of the right shape).
-        shape = tuple(native.input_shape)
-        self._fast_shapes = (shape, shape[1:]) if shape[0] == 1 else (shape,)
-        self._native_step = native.step
+        self._native_step = native.step  # bound once: step() is the hot call
 
     @property
     def input_shape(self) -> list[int]:
@@ -101,17 +98,16 @@ class Engine:
         >>> for sample in sensor:  # doctest: +SKIP
         ...     engine.step(sample, out=out)
         """
-        if (
-            type(x) is _NDARRAY
-            and x.dtype is _FLOAT32
-            and x.shape in self._fast_shapes
-            and x.flags.c_contiguous
-        ):
-            return self._native_step(x, out)
+        # The engine takes a float32 C-contiguous array of the right shape
+        # directly and returns None for anything else, which is converted here.
+        y = self._native_step(x, out)
+        if y is not None:
+            return y
         array, squeezed = self._prepare(x, leading=())
-        if squeezed:
-            array = array[0]
-        return self._native.step(array, out)
+        y = self._native_step(array[0] if squeezed else array, out)
+        if y is None:  # _prepare returns exactly the form the engine takes
+            raise TraceTorchError(f"step: the engine refused a converted {array.shape} input")
+        return y
 
     def run(self, xs: Any) -> np.ndarray:
         """Step through a whole sequence ``[T, *input_shape]`` in one call; returns ``[T, ...]``."""
@@ -197,11 +193,6 @@ class Engine:
             )
         with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: refused natively
             return np.ascontiguousarray(array, dtype=np.float32), squeezed
-
-
-# step()'s fast path compares by identity (numpy's float32 dtype is a singleton).
-_FLOAT32 = np.dtype(np.float32)
-_NDARRAY = np.ndarray
 
 
 def _asarray(x: Any, shape: str) -> np.ndarray:

@@ -334,23 +334,34 @@ impl PyEngine {
     /// of the sample shape when there is one stream; the output takes the
     /// same form. With `out` (a writable float32 C-contiguous array of that
     /// output shape) the result goes there and nothing is allocated.
+    ///
+    /// Any other `x` returns `None` untouched: the Python wrapper converts it
+    /// and calls again. Checking here rather than in Python first keeps the
+    /// common call to one pass over the arguments.
     #[pyo3(signature = (x, out = None))]
     fn step<'py>(
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
         out: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-        let full = &self.input_shape;
-        let sample = self.streams == 1
-            && x.cast::<PyArrayDyn<f32>>()
-                .is_ok_and(|a| a.shape() == &full[1..]);
-        let (in_shape, out_shape) = if sample {
-            (&full[1..], &self.output_shape[1..])
-        } else {
-            (&full[..], &self.output_shape[..])
+    ) -> PyResult<Option<Bound<'py, PyArrayDyn<f32>>>> {
+        let Ok(x) = x.cast::<PyArrayDyn<f32>>() else {
+            return Ok(None);
         };
-        let ro = array_arg(py, "step input", x, in_shape)?;
+        let full = &self.input_shape;
+        let out_shape = if x.shape() == &full[..] {
+            &self.output_shape[..]
+        } else if self.streams == 1 && x.shape() == &full[1..] {
+            &self.output_shape[1..]
+        } else {
+            return Ok(None);
+        };
+        if !x.is_c_contiguous() {
+            return Ok(None);
+        }
+        let ro = x
+            .try_readonly()
+            .map_err(|e| input_err(py, format!("step input: {e}")))?;
         let xs = ro
             .as_slice()
             .map_err(|e| input_err(py, format!("step input: {e}")))?;
@@ -359,7 +370,7 @@ impl PyEngine {
             // SAFETY: `fresh` was created just above and is not shared yet.
             let ys = unsafe { fresh.as_slice_mut() }.map_err(|e| internal_error(&e.to_string()))?;
             self.compute(py, self.step_work, |e| e.step(xs, ys))?;
-            return Ok(fresh);
+            return Ok(Some(fresh));
         };
         let array = checked_array(py, "step out", out, out_shape)?;
         // Refused when `out` is read-only or shares memory with `x`.
@@ -371,7 +382,7 @@ impl PyEngine {
             .map_err(|e| input_err(py, format!("step out: {e}")))?;
         self.compute(py, self.step_work, |e| e.step(xs, ys))?;
         drop(rw);
-        Ok(array.clone())
+        Ok(Some(array.clone()))
     }
 
     /// `T` timesteps: float32 `[T, *input_shape]` in, `[T, *output_shape]` out.
