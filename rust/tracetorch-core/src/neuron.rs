@@ -438,9 +438,6 @@ pub(crate) struct NeuronLayer {
     pub(crate) params: Vec<ParamRow>,
     /// The same values by parameter, `[NPARAM][C]`, for vector loads.
     pub(crate) columns: Vec<Vec<f32>>,
-    /// Which state slots the layer uses. A fixed-size mask, not a list, so
-    /// that the per-vector state copies unroll and stay in registers.
-    pub(crate) slots: [bool; NSLOT],
     /// Product of the sample axes after the neuron axis.
     pub(crate) inner: usize,
 }
@@ -457,14 +454,83 @@ pub(crate) fn neuron_update(
     s: &mut [f32; NSLOT],
     x: f32,
 ) -> f32 {
-    let ops = Ops(pulp::Scalar::new());
-    update(ops, spec, fire, |k| p[k], &mut || rng.uniform(), s, x)
+    struct One<'a>(
+        &'a NeuronSpec,
+        &'a Fire,
+        &'a mut Rng,
+        &'a ParamRow,
+        &'a mut [f32; NSLOT],
+        f32,
+    );
+    impl ForTraces for One<'_> {
+        type Output = f32;
+        fn run<T: Traces>(self) -> f32 {
+            let One(spec, fire, rng, p, s, x) = self;
+            let ops = Ops(pulp::Scalar::new());
+            update::<_, T>(ops, spec, fire, |k| p[k], &mut || rng.uniform(), s, x)
+        }
+    }
+    with_traces(spec, One(spec, fire, rng, p, s, x))
+}
+
+/// Which traces a layer keeps: the three switches of [`NeuronSpec`] that
+/// shape the update, as constants, so that each combination compiles to its
+/// own loop with no test per neuron and only its state slots in registers.
+pub(crate) trait Traces {
+    const DUAL: bool;
+    const SYNAPTIC: bool;
+    const RECURRENT: bool;
+
+    /// Whether the update reads and writes state slot `k` (the slots of
+    /// [`NeuronSpec::states`]).
+    #[inline(always)]
+    fn uses(k: usize) -> bool {
+        match k {
+            SYN => Self::SYNAPTIC,
+            SYN_NEG => Self::SYNAPTIC && Self::DUAL,
+            MEM => true,
+            MEM_NEG => Self::DUAL,
+            REC | PREV => Self::RECURRENT,
+            REC_NEG => Self::RECURRENT && Self::DUAL,
+            _ => false,
+        }
+    }
+}
+
+/// The [`Traces`] of `(dual, synaptic, recurrent)`.
+pub(crate) struct TracesOf<const D: bool, const S: bool, const R: bool>;
+
+impl<const D: bool, const S: bool, const R: bool> Traces for TracesOf<D, S, R> {
+    const DUAL: bool = D;
+    const SYNAPTIC: bool = S;
+    const RECURRENT: bool = R;
+}
+
+/// Work generic over the [`Traces`] of a layer.
+pub(crate) trait ForTraces {
+    type Output;
+    fn run<T: Traces>(self) -> Self::Output;
+}
+
+/// Runs `work` compiled for the traces of `spec`.
+#[inline(always)]
+pub(crate) fn with_traces<W: ForTraces>(spec: &NeuronSpec, work: W) -> W::Output {
+    match (spec.dual, spec.synaptic, spec.recurrent) {
+        (false, false, false) => work.run::<TracesOf<false, false, false>>(),
+        (false, false, true) => work.run::<TracesOf<false, false, true>>(),
+        (false, true, false) => work.run::<TracesOf<false, true, false>>(),
+        (false, true, true) => work.run::<TracesOf<false, true, true>>(),
+        (true, false, false) => work.run::<TracesOf<true, false, false>>(),
+        (true, false, true) => work.run::<TracesOf<true, false, true>>(),
+        (true, true, false) => work.run::<TracesOf<true, true, false>>(),
+        (true, true, true) => work.run::<TracesOf<true, true, true>>(),
+    }
 }
 
 /// One timestep of one lane of neurons: `neuron_step`, operation for
 /// operation. `p(k)` gives parameter `k`, `s` holds the states by slot.
 #[inline(always)]
-fn update<S: Simd>(
+fn update<S: Simd, T: Traces>(
     o: Ops<S>,
     spec: &NeuronSpec,
     fire: &Fire,
@@ -473,10 +539,10 @@ fn update<S: Simd>(
     s: &mut [S::f32s; NSLOT],
     x: S::f32s,
 ) -> S::f32s {
-    let dual = spec.dual;
+    let dual = T::DUAL;
 
     // 1. Input current.
-    let current = if spec.synaptic {
+    let current = if T::SYNAPTIC {
         if dual {
             let ps = o.trace(s[SYN], p(POS_ALPHA), spec.syn_ema, o.pos(x));
             let ns = o.trace(s[SYN_NEG], p(NEG_ALPHA), spec.syn_ema, o.neg(x));
@@ -497,7 +563,7 @@ fn update<S: Simd>(
     let mut drive = zero;
     let mut drive_pos = zero;
     let mut drive_neg = zero;
-    if spec.recurrent {
+    if T::RECURRENT {
         let prev = s[PREV];
         if dual {
             let pr = o.trace(s[REC], p(POS_GAMMA), spec.rec_ema, o.pos(prev));
@@ -601,7 +667,7 @@ fn update<S: Simd>(
     } else {
         s[MEM] = membrane;
     }
-    if spec.recurrent {
+    if T::RECURRENT {
         s[PREV] = out;
     }
     out
@@ -611,10 +677,6 @@ impl NeuronLayer {
     /// A layer of `params.len()` neurons (one parameter row each) over
     /// `inner` positions; the parameter columns and the slot mask follow.
     pub(crate) fn new(spec: NeuronSpec, fire: Fire, params: Vec<ParamRow>, inner: usize) -> Self {
-        let mut slots = [false; NSLOT];
-        for (_, slot) in spec.states() {
-            slots[slot] = true;
-        }
         NeuronLayer {
             spec,
             fire,
@@ -622,7 +684,6 @@ impl NeuronLayer {
                 .map(|k| params.iter().map(|r| r[k]).collect())
                 .collect(),
             params,
-            slots,
             inner,
         }
     }
@@ -684,7 +745,7 @@ struct NeuronPass<'a> {
 /// Updates the neurons in `span` (at most one vector) in place.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn lane<S: Simd>(
+fn lane<S: Simd, T: Traces>(
     o: Ops<S>,
     layer: &NeuronLayer,
     rng: &mut Rng,
@@ -697,7 +758,7 @@ fn lane<S: Simd>(
     let simd = o.0;
     let mut s = [simd.splat_f32s(0.0); NSLOT];
     for k in 0..NSLOT {
-        if layer.slots[k] {
+        if T::uses(k) {
             s[k] = load(simd, &states[k][span.clone()]);
         }
     }
@@ -709,10 +770,10 @@ fn lane<S: Simd>(
         simd.partial_load_f32s(&u[..S::F32_LANES])
     };
     let xv = load(simd, &x[span.clone()]);
-    let y = update(o, &layer.spec, &layer.fire, p, &mut uniform, &mut s, xv);
+    let y = update::<S, T>(o, &layer.spec, &layer.fire, p, &mut uniform, &mut s, xv);
     store(simd, &mut out[span.clone()], y);
     for k in 0..NSLOT {
-        if layer.slots[k] {
+        if T::uses(k) {
             store(simd, &mut states[k][span.clone()], s[k]);
         }
     }
@@ -723,12 +784,32 @@ impl WithSimd for NeuronPass<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let NeuronPass {
-            layer,
-            rng,
-            x,
-            out,
-            mut states,
+        let spec = self.layer.spec;
+        with_traces(&spec, Sweep { simd, pass: self })
+    }
+}
+
+/// A [`NeuronPass`] on one instruction set, compiled per [`Traces`].
+struct Sweep<'a, S> {
+    simd: S,
+    pass: NeuronPass<'a>,
+}
+
+impl<S: Simd> ForTraces for Sweep<'_, S> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<T: Traces>(self) {
+        let Sweep {
+            simd,
+            pass:
+                NeuronPass {
+                    layer,
+                    rng,
+                    x,
+                    out,
+                    mut states,
+                },
         } = self;
         let o = Ops(simd);
         let lanes = S::F32_LANES;
@@ -745,7 +826,7 @@ impl WithSimd for NeuronPass<'_> {
                     let end = (c + lanes).min(c_len);
                     let p = |k: usize| load(simd, &layer.columns[k][c..end]);
                     let span = r * c_len + c..r * c_len + end;
-                    lane(o, layer, rng, p, span, x, out, &mut states);
+                    lane::<S, T>(o, layer, rng, p, span, x, out, &mut states);
                 }
             } else {
                 // One channel's parameters, broadcast over its positions.
@@ -754,7 +835,7 @@ impl WithSimd for NeuronPass<'_> {
                     let base = (r * c_len + c) * inner;
                     for j in (0..inner).step_by(lanes) {
                         let span = base + j..base + (j + lanes).min(inner);
-                        lane(o, layer, rng, p, span, x, out, &mut states);
+                        lane::<S, T>(o, layer, rng, p, span, x, out, &mut states);
                     }
                 }
             }
@@ -800,6 +881,29 @@ mod tests {
 
     fn sig4(u: f64) -> f64 {
         1.0 / (1.0 + (-4.0 * u).exp())
+    }
+
+    /// The slots each compiled update touches are the layer's states.
+    #[test]
+    fn traces_use_exactly_the_state_slots() {
+        struct Used;
+        impl ForTraces for Used {
+            type Output = Vec<usize>;
+            fn run<T: Traces>(self) -> Vec<usize> {
+                (0..NSLOT).filter(|&k| T::uses(k)).collect()
+            }
+        }
+        for bits in 0..8 {
+            let sp = NeuronSpec {
+                dual: bits & 1 != 0,
+                synaptic: bits & 2 != 0,
+                recurrent: bits & 4 != 0,
+                ..spec()
+            };
+            let mut want: Vec<usize> = sp.states().into_iter().map(|(_, k)| k).collect();
+            want.sort_unstable();
+            assert_eq!(with_traces(&sp, Used), want, "{sp:?}");
+        }
     }
 
     #[test]

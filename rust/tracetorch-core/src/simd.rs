@@ -7,7 +7,7 @@
 //! runs the AVX kernels: pulp compiles each kernel once per instruction set
 //! behind `#[target_feature]` and picks one at run time.
 
-use pulp::{Arch, Simd, WithSimd};
+use pulp::{Arch, MemMask, Simd, WithSimd};
 
 use crate::error::{Error, Result};
 
@@ -199,11 +199,13 @@ impl<'a> Panels<'a> {
         Panels { data, width: PANEL }
     }
 
-    /// Where row `kk`, column `c` of the `[k, n]` matrix sits in `data`.
+    /// Where column `c` of row 0 of the `[k, n]` matrix sits in `data`, and
+    /// the distance between rows: row `kk` starts at `base + kk * stride`.
+    /// Taken once per tile: the division must stay out of the `k` loop.
     #[inline(always)]
-    fn offset(&self, kk: usize, k: usize, c: usize) -> usize {
+    fn column(&self, k: usize, c: usize) -> (usize, usize) {
         let pw = self.width;
-        (c / pw) * k * pw + kk * pw + c % pw
+        ((c / pw) * k * pw + c % pw, pw)
     }
 }
 
@@ -317,18 +319,21 @@ fn tile<S: Simd, const R: usize, const V: usize>(
         }
     }
     let rows: [&[f32]; R] = std::array::from_fn(|r| &o.a[(m + r) * o.k..(m + r + 1) * o.k]);
+    let (base, stride) = o.b.column(o.k, c);
+    let b = o.b.data;
     match o.active {
         Some(idx) => {
             for (i, &kk) in idx.iter().enumerate() {
                 if let Some(&ahead) = idx.get(i + PREFETCH_AHEAD) {
-                    prefetch(o.b, ahead as usize, o.k, c, width);
+                    prefetch(b, base + ahead as usize * stride, width);
                 }
-                accumulate(simd, &mut acc, &rows, o.b, kk as usize, o.k, c, width);
+                let kk = kk as usize;
+                accumulate(simd, &mut acc, &rows, b, kk, base + kk * stride, width);
             }
         }
         None => {
             for kk in 0..o.k {
-                accumulate(simd, &mut acc, &rows, o.b, kk, o.k, c, width);
+                accumulate(simd, &mut acc, &rows, b, kk, base + kk * stride, width);
             }
         }
     }
@@ -344,22 +349,20 @@ fn tile<S: Simd, const R: usize, const V: usize>(
     }
 }
 
-/// `acc[r] += rows[r][kk] * b[kk, c..c + width]` (`b` has `k` rows).
+/// `acc[r] += rows[r][kk] * b[start..start + width]` (row `kk` of the `b`
+/// matrix, from the tile's column).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn accumulate<S: Simd, const R: usize, const V: usize>(
     simd: S,
     acc: &mut [[S::f32s; V]; R],
     rows: &[&[f32]; R],
-    b: Panels<'_>,
+    b: &[f32],
     kk: usize,
-    k: usize,
-    c: usize,
+    start: usize,
     width: usize,
 ) {
     let lanes = S::F32_LANES;
-    let start = b.offset(kk, k, c);
-    let row = &b.data[start..start + width];
+    let row = &b[start..start + width];
     let mut bv = [simd.splat_f32s(0.0); V];
     for (j, v) in bv.iter_mut().enumerate() {
         *v = load(simd, &row[j * lanes..width.min((j + 1) * lanes)]);
@@ -376,11 +379,10 @@ fn accumulate<S: Simd, const R: usize, const V: usize>(
 /// the event-driven loop asks for the row this many steps ahead.
 const PREFETCH_AHEAD: usize = 8;
 
-/// Hints that the `width` floats of row `kk` at column `c` of `b` are needed soon.
+/// Hints that `b[start..start + width]` is needed soon.
 #[inline(always)]
-fn prefetch(b: Panels<'_>, kk: usize, k: usize, c: usize, width: usize) {
-    let start = b.offset(kk, k, c);
-    if let Some(row) = b.data.get(start..start + width) {
+fn prefetch(b: &[f32], start: usize, width: usize) {
+    if let Some(row) = b.get(start..start + width) {
         for line in row.chunks(16) {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: a prefetch never faults, and the address lies inside `b`.
@@ -399,6 +401,15 @@ fn prefetch(b: Panels<'_>, kk: usize, k: usize, c: usize, width: usize) {
 pub(crate) fn load<S: Simd>(simd: S, v: &[f32]) -> S::f32s {
     match S::as_simd_f32s(v).0 {
         [whole] => *whole,
+        _ if S::F32_LANES == 16 => {
+            // AVX-512 masks lanes within the instruction; pulp's partial
+            // load jumps through a table of per-length routines instead,
+            // which cost most of the time of short rows (a small im2col).
+            let mask = MemMask::new(simd.mask_between_m32s(0, v.len() as u32).mask());
+            // SAFETY: the mask enables only lanes below `v.len()`, inside
+            // `v`; masked-off lanes are never accessed (they cannot fault).
+            unsafe { simd.mask_load_ptr_f32s(mask, v.as_ptr()) }
+        }
         _ => simd.partial_load_f32s(v),
     }
 }
@@ -408,6 +419,11 @@ pub(crate) fn load<S: Simd>(simd: S, v: &[f32]) -> S::f32s {
 pub(crate) fn store<S: Simd>(simd: S, v: &mut [f32], value: S::f32s) {
     match S::as_mut_simd_f32s(v).0 {
         [whole] => *whole = value,
+        _ if S::F32_LANES == 16 => {
+            let mask = MemMask::new(simd.mask_between_m32s(0, v.len() as u32).mask());
+            // SAFETY: as in `load`: only lanes inside `v` are written.
+            unsafe { simd.mask_store_ptr_f32s(mask, v.as_mut_ptr(), value) }
+        }
         _ => simd.partial_store_f32s(v, value),
     }
 }
