@@ -182,7 +182,7 @@ impl Fire {
     /// `quant(spike(u))` for one value (the scalar lane of [`Ops::fire`]).
     #[cfg(test)]
     fn apply(&self, u: f32, rng: &mut Rng) -> f32 {
-        Ops(pulp::Scalar::new()).fire(self, u, &mut || rng.uniform())
+        Ops(pulp::Scalar::new()).fire_evaluated(self, u, &mut || rng.uniform())
     }
 }
 
@@ -322,19 +322,32 @@ impl<S: Simd> Ops<S> {
     }
 
     /// `quant(spike(u))`; `uniform` draws one uniform in [0, 1) per lane.
+    /// `T::EDGE_SPIKE` layers take [`Ops::edge_spike`], which gives the same.
     #[inline(always)]
-    fn fire(self, fire: &Fire, u: S::f32s, uniform: &mut impl FnMut() -> S::f32s) -> S::f32s {
-        if fire.spike == Spike::Sigmoid4x && fire.quant == Quant::Round(1.0) {
-            // The default binary spike: a comparison gives what exp would.
-            let s = self.0;
-            let spike = s.select_f32s(
-                s.less_than_f32s(u, self.splat(ROUND_EDGE)),
-                self.splat(0.0),
-                self.splat(1.0),
-            );
-            return s.select_f32s(s.equal_f32s(u, u), spike, u);
+    fn fire<T: Traces>(
+        self,
+        fire: &Fire,
+        u: S::f32s,
+        uniform: &mut impl FnMut() -> S::f32s,
+    ) -> S::f32s {
+        if T::EDGE_SPIKE {
+            self.edge_spike(u)
+        } else {
+            self.fire_evaluated(fire, u, uniform)
         }
-        self.fire_evaluated(fire, u, uniform)
+    }
+
+    /// The default binary spike `round(sigmoid(4u))`, by one comparison
+    /// against [`ROUND_EDGE`] instead of an exp (NaN stays NaN).
+    #[inline(always)]
+    fn edge_spike(self, u: S::f32s) -> S::f32s {
+        let s = self.0;
+        let spike = s.select_f32s(
+            s.less_than_f32s(u, self.splat(ROUND_EDGE)),
+            self.splat(0.0),
+            self.splat(1.0),
+        );
+        s.select_f32s(s.equal_f32s(u, u), spike, u)
     }
 
     /// [`Ops::fire`] computed as written: the spike function, then the quantizer.
@@ -470,7 +483,7 @@ pub(crate) fn neuron_update(
             update::<_, T>(ops, spec, fire, |k| p[k], &mut || rng.uniform(), s, x)
         }
     }
-    with_traces(spec, One(spec, fire, rng, p, s, x))
+    with_traces(spec, fire, One(spec, fire, rng, p, s, x))
 }
 
 /// Which traces a layer keeps: the three switches of [`NeuronSpec`] that
@@ -480,6 +493,10 @@ pub(crate) trait Traces {
     const DUAL: bool;
     const SYNAPTIC: bool;
     const RECURRENT: bool;
+    /// The spike is the default `round(sigmoid(4u))` ([`Ops::edge_spike`]):
+    /// deciding it once per layer rather than per vector keeps the loop
+    /// small enough for its values to stay in registers.
+    const EDGE_SPIKE: bool;
 
     /// Whether the update reads and writes state slot `k` (the slots of
     /// [`NeuronSpec::states`]).
@@ -497,13 +514,14 @@ pub(crate) trait Traces {
     }
 }
 
-/// The [`Traces`] of `(dual, synaptic, recurrent)`.
-pub(crate) struct TracesOf<const D: bool, const S: bool, const R: bool>;
+/// The [`Traces`] of `(dual, synaptic, recurrent, edge spike)`.
+pub(crate) struct TracesOf<const D: bool, const S: bool, const R: bool, const E: bool>;
 
-impl<const D: bool, const S: bool, const R: bool> Traces for TracesOf<D, S, R> {
+impl<const D: bool, const S: bool, const R: bool, const E: bool> Traces for TracesOf<D, S, R, E> {
     const DUAL: bool = D;
     const SYNAPTIC: bool = S;
     const RECURRENT: bool = R;
+    const EDGE_SPIKE: bool = E;
 }
 
 /// Work generic over the [`Traces`] of a layer.
@@ -512,18 +530,28 @@ pub(crate) trait ForTraces {
     fn run<T: Traces>(self) -> Self::Output;
 }
 
-/// Runs `work` compiled for the traces of `spec`.
+/// Runs `work` compiled for the traces of `spec` and the spike of `fire`.
 #[inline(always)]
-pub(crate) fn with_traces<W: ForTraces>(spec: &NeuronSpec, work: W) -> W::Output {
+pub(crate) fn with_traces<W: ForTraces>(spec: &NeuronSpec, fire: &Fire, work: W) -> W::Output {
+    let edge = spec.fires() && fire.spike == Spike::Sigmoid4x && fire.quant == Quant::Round(1.0);
+    if edge {
+        with_shape::<true, W>(spec, work)
+    } else {
+        with_shape::<false, W>(spec, work)
+    }
+}
+
+#[inline(always)]
+fn with_shape<const E: bool, W: ForTraces>(spec: &NeuronSpec, work: W) -> W::Output {
     match (spec.dual, spec.synaptic, spec.recurrent) {
-        (false, false, false) => work.run::<TracesOf<false, false, false>>(),
-        (false, false, true) => work.run::<TracesOf<false, false, true>>(),
-        (false, true, false) => work.run::<TracesOf<false, true, false>>(),
-        (false, true, true) => work.run::<TracesOf<false, true, true>>(),
-        (true, false, false) => work.run::<TracesOf<true, false, false>>(),
-        (true, false, true) => work.run::<TracesOf<true, false, true>>(),
-        (true, true, false) => work.run::<TracesOf<true, true, false>>(),
-        (true, true, true) => work.run::<TracesOf<true, true, true>>(),
+        (false, false, false) => work.run::<TracesOf<false, false, false, E>>(),
+        (false, false, true) => work.run::<TracesOf<false, false, true, E>>(),
+        (false, true, false) => work.run::<TracesOf<false, true, false, E>>(),
+        (false, true, true) => work.run::<TracesOf<false, true, true, E>>(),
+        (true, false, false) => work.run::<TracesOf<true, false, false, E>>(),
+        (true, false, true) => work.run::<TracesOf<true, false, true, E>>(),
+        (true, true, false) => work.run::<TracesOf<true, true, false, E>>(),
+        (true, true, true) => work.run::<TracesOf<true, true, true, E>>(),
     }
 }
 
@@ -612,7 +640,7 @@ fn update<S: Simd, T: Traces>(
         } else {
             o.sub(zero, pos_threshold)
         };
-        let spike_pos = o.fire(fire, o.add(membrane, offset), uniform);
+        let spike_pos = o.fire::<T>(fire, o.add(membrane, offset), uniform);
         let mut reset_membrane = zero;
         if dual {
             let half = o.mul(o.splat(0.5), pos_threshold);
@@ -633,7 +661,7 @@ fn update<S: Simd, T: Traces>(
             } else {
                 o.sub(zero, neg_threshold)
             };
-            let spike_neg = o.sub(zero, o.fire(fire, o.sub(limit, seen), uniform));
+            let spike_neg = o.sub(zero, o.fire::<T>(fire, o.sub(limit, seen), uniform));
             if dual {
                 let half = o.mul(o.splat(0.5), neg_threshold);
                 pos_mem = o.sub(pos_mem, o.mul(spike_neg, half));
@@ -784,8 +812,8 @@ impl WithSimd for NeuronPass<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let spec = self.layer.spec;
-        with_traces(&spec, Sweep { simd, pass: self })
+        let (spec, fire) = (self.layer.spec, self.layer.fire);
+        with_traces(&spec, &fire, Sweep { simd, pass: self })
     }
 }
 
@@ -902,7 +930,45 @@ mod tests {
             };
             let mut want: Vec<usize> = sp.states().into_iter().map(|(_, k)| k).collect();
             want.sort_unstable();
-            assert_eq!(with_traces(&sp, Used), want, "{sp:?}");
+            assert_eq!(with_traces(&sp, &HEAVI, Used), want, "{sp:?}");
+        }
+    }
+
+    /// Only the default binary spike of a firing layer compiles to the
+    /// comparison; every other spike and quantizer is evaluated.
+    #[test]
+    fn edge_spike_only_for_round_of_sigmoid4x() {
+        struct Edge;
+        impl ForTraces for Edge {
+            type Output = bool;
+            fn run<T: Traces>(self) -> bool {
+                T::EDGE_SPIKE
+            }
+        }
+        let firing = NeuronSpec {
+            output: OutputKind::Binary,
+            ..spec()
+        };
+        let round = |step| Fire {
+            spike: Spike::Sigmoid4x,
+            quant: Quant::Round(step),
+        };
+        assert!(with_traces(&firing, &round(1.0), Edge));
+        assert!(!with_traces(&spec(), &round(1.0), Edge)); // not firing
+        for other in [
+            round(0.5),
+            SIG,
+            HEAVI,
+            Fire {
+                spike: Spike::Heaviside,
+                quant: Quant::Round(1.0),
+            },
+            Fire {
+                spike: Spike::Sigmoid4x,
+                quant: Quant::StochasticRound(1.0),
+            },
+        ] {
+            assert!(!with_traces(&firing, &other, Edge), "{other:?}");
         }
     }
 
@@ -1346,7 +1412,7 @@ mod tests {
                     let v = simd.partial_load_f32s(chunk);
                     let (mut fast, mut slow) = ([0.0f32; 16], [0.0f32; 16]);
                     let never = &mut || unreachable!();
-                    simd.partial_store_f32s(&mut fast[..chunk.len()], o.fire(&self.1, v, never));
+                    simd.partial_store_f32s(&mut fast[..chunk.len()], o.edge_spike(v));
                     let evaluated = o.fire_evaluated(&self.1, v, never);
                     simd.partial_store_f32s(&mut slow[..chunk.len()], evaluated);
                     for (i, &u) in chunk.iter().enumerate() {
