@@ -209,29 +209,38 @@ impl WithSimd for Im2col<'_> {
                         continue;
                     }
                     let ix0 = ox0 * g.stride.1 + kx * g.dil.1 - g.pad.1;
-                    // Whole output rows lie end to end in `col`: a run may
-                    // then spill up to one vector into the runs after it,
-                    // which overwrite the spill, so a run copies as one
-                    // unmasked vector unless its spill passes the last run.
-                    let spill = (ox0, ox1) == (0, g.ow);
-                    let lanes = S::F32_LANES;
-                    for oy in oy0..oy1 {
-                        let iy = oy * g.stride.0 + ky * g.dil.0 - g.pad.0;
-                        let (d, s, n) = (oy * g.ow + ox0, iy * g.w + ix0, ox1 - ox0);
-                        if g.stride.1 != 1 {
+                    let n = ox1 - ox0;
+                    // Run `oy` goes from `d` in the row and `s` in the input.
+                    let mut d = oy0 * g.ow + ox0;
+                    let mut s = (oy0 * g.stride.0 + ky * g.dil.0 - g.pad.0) * g.w + ix0;
+                    let step = g.stride.0 * g.w;
+                    if g.stride.1 != 1 {
+                        for _ in oy0..oy1 {
                             let src = xp[s..].iter().step_by(g.stride.1);
                             for (v, xv) in row[d..d + n].iter_mut().zip(src) {
                                 *v = *xv;
                             }
-                        } else if spill
-                            && n <= lanes
-                            && d + lanes <= oy1 * g.ow
-                            && s + lanes <= xp.len()
-                        {
-                            store(simd, &mut row[d..d + lanes], load(simd, &xp[s..s + lanes]));
-                        } else {
-                            copy(simd, &mut row[d..d + n], &xp[s..s + n]);
+                            d += g.ow;
+                            s += step;
                         }
+                        continue;
+                    }
+                    // Whole output rows lie end to end in `col`: a run may
+                    // then spill up to one vector into the runs after it,
+                    // which overwrite the spill. So runs copy as one unmasked
+                    // vector while the spill stays before the end of the last
+                    // run (and the vector inside the input), then masked.
+                    let lanes = S::F32_LANES;
+                    let mut oy = oy0;
+                    if (ox0, ox1) == (0, g.ow) && n <= lanes {
+                        while oy < oy1 && d + lanes <= oy1 * g.ow && s + lanes <= xp.len() {
+                            store(simd, &mut row[d..d + lanes], load(simd, &xp[s..s + lanes]));
+                            (d, s, oy) = (d + g.ow, s + step, oy + 1);
+                        }
+                    }
+                    for _ in oy..oy1 {
+                        copy(simd, &mut row[d..d + n], &xp[s..s + n]);
+                        (d, s) = (d + g.ow, s + step);
                     }
                 }
             }
@@ -242,9 +251,14 @@ impl WithSimd for Im2col<'_> {
 /// `dst = src`, a vector at a time (same lengths).
 #[inline(always)]
 fn copy<S: Simd>(simd: S, dst: &mut [f32], src: &[f32]) {
-    let lanes = S::F32_LANES;
-    for (d, s) in dst.chunks_mut(lanes).zip(src.chunks(lanes)) {
-        store(simd, d, load(simd, s));
+    let (lanes, n) = (S::F32_LANES, dst.len().min(src.len()));
+    let mut i = 0;
+    while i + lanes <= n {
+        store(simd, &mut dst[i..i + lanes], load(simd, &src[i..i + lanes]));
+        i += lanes;
+    }
+    if i < n {
+        store(simd, &mut dst[i..n], load(simd, &src[i..n]));
     }
 }
 

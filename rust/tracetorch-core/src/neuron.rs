@@ -752,13 +752,34 @@ pub(crate) fn neuron_kernel(
     out: &mut [f32],
     states: [&mut [f32]; NSLOT],
 ) {
-    k.dispatch(NeuronPass {
+    // The traces are chosen first, in plain code, so that each combination
+    // gets its own SIMD function (one function holding all of them had a
+    // stack frame too large for a test thread in debug builds).
+    let pass = NeuronPass {
         layer,
         rng,
         x,
         out,
         states,
-    })
+    };
+    with_traces(&layer.spec, &layer.fire, Dispatch { k, pass })
+}
+
+/// Runs a [`NeuronPass`] on the instruction set of `k`, for given traces.
+struct Dispatch<'a> {
+    k: &'a Kernels,
+    pass: NeuronPass<'a>,
+}
+
+impl ForTraces for Dispatch<'_> {
+    type Output = ();
+
+    fn run<T: Traces>(self) {
+        self.k.dispatch(Sweep::<T> {
+            pass: self.pass,
+            traces: std::marker::PhantomData,
+        })
+    }
 }
 
 struct NeuronPass<'a> {
@@ -807,38 +828,24 @@ fn lane<S: Simd, T: Traces>(
     }
 }
 
-impl WithSimd for NeuronPass<'_> {
+/// A [`NeuronPass`] compiled for the traces `T`.
+struct Sweep<'a, T> {
+    pass: NeuronPass<'a>,
+    traces: std::marker::PhantomData<T>,
+}
+
+impl<T: Traces> WithSimd for Sweep<'_, T> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let (spec, fire) = (self.layer.spec, self.layer.fire);
-        with_traces(&spec, &fire, Sweep { simd, pass: self })
-    }
-}
-
-/// A [`NeuronPass`] on one instruction set, compiled per [`Traces`].
-struct Sweep<'a, S> {
-    simd: S,
-    pass: NeuronPass<'a>,
-}
-
-impl<S: Simd> ForTraces for Sweep<'_, S> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run<T: Traces>(self) {
-        let Sweep {
-            simd,
-            pass:
-                NeuronPass {
-                    layer,
-                    rng,
-                    x,
-                    out,
-                    mut states,
-                },
-        } = self;
+        let NeuronPass {
+            layer,
+            rng,
+            x,
+            out,
+            mut states,
+        } = self.pass;
         let o = Ops(simd);
         let lanes = S::F32_LANES;
         let c_len = layer.params.len();
