@@ -76,6 +76,41 @@ def test_bench(model_file: tuple[Path, nn.Module], capsys: pytest.CaptureFixture
     assert "step() from Python: median" in printed and "run() (Rust loop)" in printed
 
 
+def test_bench_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a model file, ``bench`` prints the comparison tables (no timing is checked)."""
+    assert main(["bench", "--models", "sensor,events", "--steps", "30", "--no-onnx"]) == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    header = next(line for line in lines if line.startswith("model ") and "Rust loop" in line)
+    columns = [cell.strip() for cell in header.split("|")]
+    row = next(line for line in lines if line.startswith("sensor ") and line.count("|") == 11)
+    cells = dict(zip(columns, (cell.strip() for cell in row.split("|"))))
+    for ratio in ("eager/step", "eager/Rust", "Rust/roof"):
+        assert cells[ratio].endswith("x") and float(cells[ratio][:-1]) > 0, ratio
+    for timing in ("torch eager", "TTcompile", "engine step()", "Rust loop"):
+        median, p99 = (float(v) for v in cells[timing].split("/"))
+        assert 0 < median <= p99, timing
+    assert float(cells["run()"]) > 0 and float(cells["roofline"]) > 0
+    assert cells["ORT"] == "n/a" and cells["ORT/step"] == "n/a"
+    roof = lines[lines.index(next(x for x in lines if x.startswith("roofline of one step"))) + 2]
+    assert roof.startswith("sensor ") and roof.split("|")[8].strip() in ("weights", "FMA")
+    assert any(line.startswith("sensor ") and line.count("|") == 6 for line in lines)  # 256 streams
+    for activity in ("5%", "10%", "50%"):
+        event = next(line for line in lines if line.strip().startswith(activity + " |"))
+        assert float(event.split("|")[-1].strip().rstrip("x")) > 0
+    for name in ("mlp ", "conv ", "wide "):
+        assert not any(line.startswith(name) for line in lines)
+
+
+def test_bench_arguments() -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "--models", "sensor,nope"])
+    with pytest.raises(SystemExit, match="--streams applies to a model file"):
+        main(["bench", "--streams", "2"])
+    with pytest.raises(SystemExit, match="apply to the table"):
+        main(["bench", "model.safetensors", "--no-onnx"])
+
+
 def test_export_from_a_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "my_models.py").write_text(
         "import torch, tracetorch as tt\n"

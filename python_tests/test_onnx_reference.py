@@ -1,18 +1,15 @@
-"""The ONNX Runtime reference of ``benchmarks/bench_streaming.py`` exports and agrees.
+"""The ONNX Runtime reference of ``tracetorch bench`` exports and agrees.
 
-The benchmark exports one timestep of each of its models as ``(x, *states) ->
-(y, *new_states)`` and times it with ONNX Runtime. These tests run that very
-code (the module is loaded from its file) at a batch of 64, so that a change to
+The benchmark (:mod:`tracetorch.benchmark`) exports one timestep of each of
+its models as ``(x, *states) -> (y, *new_states)`` and times it with ONNX
+Runtime. These tests run that very code at a batch of 64, so that a change to
 the layers' state handling that breaks the export, or freezes a state into the
 graph, fails here rather than in a benchmark run.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import onnxruntime
@@ -20,22 +17,7 @@ import pytest
 import torch
 
 import tracetorch as tt
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "bench_streaming", ROOT / "benchmarks" / "bench_streaming.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_benchmark()
+from tracetorch import benchmark as bench
 
 
 @pytest.mark.parametrize("name", list(bench.models()))

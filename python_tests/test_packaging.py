@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import tracetorch as tt
 
@@ -46,6 +47,24 @@ def test_training_api_without_torch_says_what_to_install() -> None:
         )
         assert result.returncode == 0, result.stderr
         assert "pip install 'tracetorch[torch]'" in result.stdout, expression
+
+
+def test_bench_without_torch(tmp_path: Path) -> None:
+    """``tracetorch bench`` says what to install; ``tracetorch bench MODEL`` needs no PyTorch."""
+    result = run_without_torch("from tracetorch.cli import main\nmain(['bench'])")
+    assert result.returncode == 1, result.stderr
+    assert "pip install 'tracetorch[torch]'" in result.stderr
+    assert "tracetorch[bench]" in result.stderr
+
+    import torch
+
+    path = tmp_path / "model.safetensors"
+    tt.export(torch.nn.Sequential(torch.nn.Linear(4, 3), tt.snn.LIB(3)), torch.zeros(1, 4), path)
+    result = run_without_torch(
+        f"from tracetorch.cli import main\nmain(['bench', {str(path)!r}, '--steps', '200'])"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "step() from Python: median" in result.stdout
 
 
 def test_public_names() -> None:

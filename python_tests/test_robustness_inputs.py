@@ -82,6 +82,7 @@ def test_bad_inputs_are_refused_and_change_nothing(bad: Any, match: str) -> None
     assert_refused(engine, lambda: engine.step(bad), match)
     if not (isinstance(bad, np.ndarray) and bad.shape == (1, 2, 6)):  # a valid run of T=1
         assert_refused(engine, lambda: engine.run(bad), ".")
+        assert_refused(engine, lambda: engine.time_steps(bad), ".")
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
@@ -95,6 +96,7 @@ def test_non_finite_inputs_are_refused_and_change_nothing(value: float) -> None:
     # In a run, a bad value at the last timestep refuses the whole run: no step is taken.
     xs = np.stack([X, X, bad])
     assert_refused(engine, lambda: engine.run(xs), r"run inputs: .*at flat index 34")
+    assert_refused(engine, lambda: engine.time_steps(xs), r"time_steps inputs: .*flat index 34")
     assert_refused(engine, lambda: engine.step(bad.astype(np.float64)), "expected finite")
     # The engine carries on exactly like one that never saw the bad inputs.
     np.testing.assert_array_equal(engine.step(X), reference.step(X))
@@ -135,6 +137,42 @@ def test_conversions_give_the_float32_result() -> None:
     np.testing.assert_array_equal(primed().run(xs.astype(np.float64)), primed().run(xs))
     np.testing.assert_array_equal(primed().run(xs.transpose(0, 2, 1).copy().transpose(0, 2, 1)),
                                   primed().run(xs))  # fmt: skip
+
+
+def test_time_steps_times_every_step_and_advances_like_run() -> None:
+    """``time_steps`` returns one positive, finite time per step and steps exactly like ``run``."""
+    xs = np.random.default_rng(2).normal(size=(40, 2, 6)).astype(np.float32)
+    timed, ran = primed(), primed()
+    seconds = timed.time_steps(xs)
+    ran.run(xs)
+    assert seconds.shape == (40,) and seconds.dtype == np.float64
+    assert np.all(np.isfinite(seconds)) and np.all(seconds > 0)
+    expected = ran.states()
+    assert timed.states().keys() == expected.keys()
+    for name, state in timed.states().items():
+        np.testing.assert_array_equal(state, expected[name], err_msg=name)
+    np.testing.assert_array_equal(timed.step(X), ran.step(X))
+    # The conversions of run, and the sample form of one stream.
+    timed, ran = primed(), primed()
+    timed.time_steps(xs.astype(np.float64).tolist())
+    ran.run(xs)
+    for name, state in timed.states().items():
+        np.testing.assert_array_equal(state, expected[name], err_msg=name)
+    single, single_ran = primed(streams=1), primed(streams=1)
+    assert single.time_steps(xs[:, 0]).shape == (40,)
+    single_ran.run(xs[:, 0])
+    np.testing.assert_array_equal(single.step(X[0]), single_ran.step(X[0]))
+    assert primed().time_steps(np.zeros((0, 2, 6), np.float32)).shape == (0,)
+
+
+def test_time_steps_refuses_bad_inputs() -> None:
+    engine = primed()
+    xs = np.stack([X, X])
+    assert_refused(engine, lambda: engine.time_steps(X), r"expected an input of shape \[2, 2, 6\]")
+    assert_refused(engine, lambda: engine.time_steps(xs[:, :, :5]), r"got \[2, 2, 5\]")
+    assert_refused(engine, lambda: engine.time_steps(np.float32(1.0)), "got a scalar")
+    assert_refused(engine, lambda: engine.time_steps(None), "got None")
+    assert_refused(engine, lambda: engine.time_steps(xs.astype(np.complex64)), "dtype complex64")
 
 
 def test_single_stream_sample_shape_and_its_errors() -> None:
@@ -200,10 +238,14 @@ def test_native_engine_refuses_what_it_cannot_borrow() -> None:
         assert native.step(bad) is None
         with pytest.raises(EngineInputError, match=match):
             native.run(bad[None] if isinstance(bad, np.ndarray) else bad)
+        with pytest.raises(EngineInputError, match=match):
+            native._time_steps(bad[None] if isinstance(bad, np.ndarray) else bad)
     with pytest.raises(EngineInputError, match="expected finite values, found NaN"):
         native.step(np.full((2, 6), np.nan, np.float32))
     with pytest.raises(EngineInputError, match="expected finite values, found NaN"):
         native.run(np.full((1, 2, 6), np.nan, np.float32))
+    with pytest.raises(EngineInputError, match="time_steps inputs: expected finite values"):
+        native._time_steps(np.full((1, 2, 6), np.nan, np.float32))
     for name, value in native.states().items():
         np.testing.assert_array_equal(value, before[name])
 

@@ -58,10 +58,17 @@ def test_wheel_streams_without_torch(tmp_path: Path) -> None:
             message = str(error)
         engine = tt.runtime.load({str(path)!r})
         out = engine.run(np.load({str(tmp_path / "inputs.npy")!r}))
-        print(json.dumps({{"torch": has_torch, "message": message, "out": out.tolist()}}))
+        times = engine.time_steps(np.load({str(tmp_path / "inputs.npy")!r}))
+        print(json.dumps({{"torch": has_torch, "message": message, "out": out.tolist(),
+                          "times": times.tolist()}}))
         """
     )
     report = json.loads(run([python, "-c", script], cwd=tmp_path))
     assert report["torch"] is False
     assert "pip install 'tracetorch[torch]'" in report["message"]
     np.testing.assert_array_equal(np.array(report["out"], dtype=np.float32), expected)
+    assert len(report["times"]) == 20 and all(t > 0 for t in report["times"])
+    # The comparison table needs PyTorch, and says so.
+    table = subprocess.run([python, "-m", "tracetorch", "bench"], capture_output=True, text=True,
+                           timeout=120, cwd=tmp_path)  # fmt: skip
+    assert table.returncode == 1 and "pip install 'tracetorch[torch]'" in table.stderr

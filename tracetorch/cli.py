@@ -7,9 +7,11 @@ Subcommands:
   ``state_dict``) and export it.
 - ``run MODEL INPUT``: stream a CSV or ``.npy`` sequence through the engine.
 - ``inspect MODEL``: print the graph, shapes and parameter counts of a model file.
+- ``bench``: the speed tables, PyTorch, ONNX Runtime and the engine on five
+  models (see :mod:`tracetorch.benchmark`; needs PyTorch).
 - ``bench MODEL``: per-step latency of the engine on a model file.
 
-``run``, ``inspect`` and ``bench`` need no PyTorch.
+``run``, ``inspect`` and ``bench MODEL`` need no PyTorch.
 """
 
 from __future__ import annotations
@@ -105,11 +107,27 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.model is None:
+        from tracetorch import benchmark
+
+        if args.streams is not None:
+            raise SystemExit("tracetorch bench: --streams applies to a model file")
+        steps = benchmark.STEPS if args.steps is None else args.steps
+        names = benchmark.CHOICES if args.models is None else args.models
+        return benchmark.table(steps, names, onnx=not args.no_onnx)
+    if args.models is not None or args.no_onnx:
+        raise SystemExit("tracetorch bench: --models and --no-onnx apply to the table, "
+                         "not to a model file")  # fmt: skip
+    return _bench_file(args.model, 10000 if args.steps is None else args.steps,
+                       1 if args.streams is None else args.streams)  # fmt: skip
+
+
+def _bench_file(model: Path, steps: int, streams: int) -> int:
     import tracetorch.runtime as runtime
 
-    engine = runtime.load(args.model, streams=args.streams)
+    engine = runtime.load(model, streams=streams)
     rng = np.random.default_rng(0)
-    xs = rng.normal(size=(args.steps, *engine.input_shape)).astype(np.float32)
+    xs = rng.normal(size=(steps, *engine.input_shape)).astype(np.float32)
     for x in xs[:100]:  # warm-up
         engine.step(x)
     engine.reset()
@@ -121,10 +139,10 @@ def _bench(args: argparse.Namespace) -> int:
     engine.reset()
     start = time.perf_counter()
     engine.run(xs)
-    per_step_run = (time.perf_counter() - start) / args.steps
+    per_step_run = (time.perf_counter() - start) / steps
     times.sort()
     p99 = times[int(0.99 * (len(times) - 1))]
-    print(f"{args.model}: streams={args.streams}, {args.steps} steps, {engine.simd} kernels")
+    print(f"{model}: streams={streams}, {steps} steps, {engine.simd} kernels")
     print(f"step() from Python: median {statistics.median(times) * 1e6:.2f} us, "
           f"p99 {p99 * 1e6:.2f} us")  # fmt: skip
     print(f"run() (Rust loop):  {per_step_run * 1e6:.2f} us per step")
@@ -133,6 +151,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tracetorch`` command."""
+    from tracetorch import benchmark
     from tracetorch.demo import DATASETS
 
     top = argparse.ArgumentParser(prog="tracetorch", description=__doc__.splitlines()[0])
@@ -162,10 +181,34 @@ def parser() -> argparse.ArgumentParser:
     inspect.add_argument("model", type=Path)
     inspect.set_defaults(handler=_inspect)
 
-    bench = commands.add_parser("bench", help="engine latency on a model file")
-    bench.add_argument("model", type=Path)
-    bench.add_argument("--steps", type=int, default=10000)
-    bench.add_argument("--streams", type=int, default=1)
+    bench = commands.add_parser(
+        "bench", help="the speed tables (needs PyTorch), or engine latency on a model file"
+    )
+    bench.add_argument(
+        "model",
+        type=Path,
+        nargs="?",
+        help="a model file to time alone (no PyTorch needed); without it, "
+        "the full comparison table",
+    )
+    bench.add_argument(
+        "--steps",
+        type=benchmark.positive,
+        help=f"timesteps (default: {benchmark.STEPS} for the table, the Rust "
+        f"loop at least {benchmark.RUST_STEPS}; 10000 for a model file)",
+    )
+    bench.add_argument(
+        "--streams", type=benchmark.positive, help="streams, for a model file (default 1)"
+    )
+    bench.add_argument(
+        "--models",
+        type=benchmark.parse_models,
+        help=f"table only: a comma-separated subset of "
+        f"{','.join(benchmark.CHOICES)} (default: all)",
+    )
+    bench.add_argument(
+        "--no-onnx", action="store_true", help="table only: skip the ONNX Runtime columns"
+    )
     bench.set_defaults(handler=_bench)
     return top
 

@@ -118,6 +118,34 @@ class Engine:
         out = self._native.run(array)
         return out[:, 0] if squeezed else out
 
+    def time_steps(self, xs: Any) -> np.ndarray:
+        """For benchmarks: step through ``xs`` like :meth:`run`, timing every step in Rust.
+
+        ``xs`` is ``[T, *input_shape]`` (``[T, *sample_shape]`` with one
+        stream), converted and checked as by :meth:`run`. Returns the seconds
+        each step took, float64 ``[T]``, measured around every ``Engine::step``
+        of the Rust engine with no Python in between (the GIL is released for
+        the whole loop), so the times are the engine's own, without the cost of
+        a Python call. The outputs are discarded; the states advance exactly
+        as with :meth:`run`. ``tracetorch bench`` uses it for its pure-Rust
+        column; to stream, use :meth:`step` or :meth:`run`.
+
+        >>> import numpy as np, torch, tracetorch as tt
+        >>> from tracetorch.exporter import export_bytes
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), tt.snn.LIB(3))
+        >>> engine = tt.runtime.loads(export_bytes(model, torch.zeros(1, 4)))
+        >>> seconds = engine.time_steps(np.ones((1000, 4), np.float32))
+        >>> seconds.shape, seconds.dtype
+        ((1000,), dtype('float64'))
+        >>> print(f"median {np.median(seconds) * 1e6:.2f} us per step")  # doctest: +SKIP
+        median 0.06 us per step
+        """
+        xs = _asarray(xs, f"[T, *{self.input_shape}]")
+        if xs.ndim == 0:
+            raise EngineInputError(f"time_steps expects [T, *{self.input_shape}], got a scalar")
+        array, _ = self._prepare(xs, leading=(xs.shape[0],))
+        return self._native._time_steps(array)
+
     def reset(self, stream: Optional[int] = None) -> None:
         """Zero the states of every stream, or of one ``stream``."""
         if stream is not None and not 0 <= stream < self.streams:

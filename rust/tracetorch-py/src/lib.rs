@@ -29,6 +29,9 @@
 //!         # array of shape output_shape
 //!     def run(self, xs: numpy.ndarray) -> numpy.ndarray: ...
 //!         # xs: float32, C-contiguous, [T, *input_shape] -> [T, *output_shape]
+//!     def _time_steps(self, xs: numpy.ndarray) -> numpy.ndarray: ...
+//!         # for benchmarks: steps through xs like run, outputs discarded, and
+//!         # returns the float64 seconds of each step, timed in Rust
 //!     def reset(self, stream: int | None = None) -> None: ...
 //!         # zero the states of every stream, or of one stream
 //!     def states(self) -> dict[str, numpy.ndarray]: ...
@@ -40,7 +43,7 @@
 //!     def to_bytes(self) -> bytes: ...         # the model file (for pickling)
 //! ```
 //!
-//! `step` and `run` release the GIL while computing. Every core error is
+//! `step`, `run` and `_time_steps` release the GIL while computing. Every core error is
 //! converted in `to_py_err`: file errors raise `ModelFileError`, argument
 //! errors `EngineInputError` (including NaN or infinite inputs). A failed call
 //! leaves the states unchanged.
@@ -54,6 +57,7 @@
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::create_exception;
@@ -421,6 +425,52 @@ impl PyEngine {
         let mut shape = vec![t];
         shape.extend(self.output_shape());
         PyArray1::from_vec(py, out).reshape(shape)
+    }
+
+    /// For benchmarks: steps through `xs` (float32 `[T, *input_shape]`, as
+    /// for `run`) and returns the seconds each `Engine::step` took, float64
+    /// `[T]`, timed here with `Instant`. The outputs go to one buffer,
+    /// overwritten every step; the states advance exactly as with `run`.
+    /// Every input is checked before the first step (a refused call changes
+    /// nothing), and the GIL is released for the whole loop.
+    fn _time_steps<'py>(
+        &self,
+        py: Python<'py>,
+        xs: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        const WHAT: &str = "time_steps inputs";
+        let t = xs
+            .cast::<PyArrayDyn<f32>>()
+            .ok()
+            .and_then(|a| a.shape().first().copied())
+            .unwrap_or(0);
+        let mut want = vec![t];
+        want.extend(self.input_shape());
+        let ro = array_arg(py, WHAT, xs, &want)?;
+        let data = ro
+            .as_slice()
+            .map_err(|e| input_err(py, format!("{WHAT}: {e}")))?;
+        let mut times = vec![0.0f64; t];
+        // Always detached: a timing loop may run for seconds.
+        self.compute(py, usize::MAX, |e| {
+            if let Some(index) = data.iter().position(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    what: WHAT,
+                    index,
+                    value: data[index],
+                });
+            }
+            let n = e.input_len();
+            let mut output = vec![0.0f32; e.output_len()];
+            for (i, time) in times.iter_mut().enumerate() {
+                let x = &data[i * n..(i + 1) * n];
+                let start = Instant::now();
+                e.step(x, &mut output)?;
+                *time = start.elapsed().as_secs_f64();
+            }
+            Ok(())
+        })?;
+        Ok(PyArray1::from_vec(py, times))
     }
 
     /// Zeros the states of every stream, or of stream `stream` only.
