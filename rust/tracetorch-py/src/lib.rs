@@ -255,6 +255,24 @@ const LIGHT_WORK: usize = 1 << 17;
 const BROKEN: &str = "this engine hit an internal error earlier and can no longer be used";
 
 impl PyEngine {
+    /// Borrows `xs` as a float32 C-contiguous `[T, *input_shape]` array and
+    /// returns `T` with it (`what` names the argument in errors).
+    fn sequence_arg<'py>(
+        &self,
+        py: Python<'py>,
+        what: &str,
+        xs: &Bound<'py, PyAny>,
+    ) -> PyResult<(usize, numpy::PyReadonlyArrayDyn<'py, f32>)> {
+        let t = xs
+            .cast::<PyArrayDyn<f32>>()
+            .ok()
+            .and_then(|a| a.shape().first().copied())
+            .unwrap_or(0);
+        let mut want = vec![t];
+        want.extend(self.input_shape());
+        Ok((t, array_arg(py, what, xs, &want)?))
+    }
+
     /// The lock; a poisoned one (a panic while held) marks the engine broken.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|poisoned| {
@@ -395,14 +413,7 @@ impl PyEngine {
         py: Python<'py>,
         xs: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-        let t = xs
-            .cast::<PyArrayDyn<f32>>()
-            .ok()
-            .and_then(|a| a.shape().first().copied())
-            .unwrap_or(0);
-        let mut want = vec![t];
-        want.extend(self.input_shape());
-        let ro = array_arg(py, "run inputs", xs, &want)?;
+        let (t, ro) = self.sequence_arg(py, "run inputs", xs)?;
         let data = ro
             .as_slice()
             .map_err(|e| input_err(py, format!("run inputs: {e}")))?;
@@ -439,14 +450,7 @@ impl PyEngine {
         xs: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
         const WHAT: &str = "time_steps inputs";
-        let t = xs
-            .cast::<PyArrayDyn<f32>>()
-            .ok()
-            .and_then(|a| a.shape().first().copied())
-            .unwrap_or(0);
-        let mut want = vec![t];
-        want.extend(self.input_shape());
-        let ro = array_arg(py, WHAT, xs, &want)?;
+        let (t, ro) = self.sequence_arg(py, WHAT, xs)?;
         let data = ro
             .as_slice()
             .map_err(|e| input_err(py, format!("{WHAT}: {e}")))?;
