@@ -70,7 +70,7 @@ def assert_stream_matches(
 ) -> None:
     """Each output and each named state of ``layer`` equals the reference (1e-5)."""
     assert len(outputs) == len(expected.outputs)
-    for t, (y, e) in enumerate(zip(outputs, expected.outputs)):
+    for t, (y, e) in enumerate(zip(outputs, expected.outputs, strict=True)):
         torch.testing.assert_close(
             y.detach().double(), e.detach(), **TOL, msg=lambda m, t=t: f"step {t}: {m}"
         )
@@ -155,7 +155,7 @@ def check_compile_roundtrip(
     for k, v in layer.state_dict().items():
         torch.testing.assert_close(v, raw_before[k], rtol=1e-6, atol=1e-6)
     outputs = [model(x) for x in inputs[2 * third :]]
-    for y, x in zip(outputs, inputs[2 * third :]):
+    for y, x in zip(outputs, inputs[2 * third :], strict=True):
         assert torch.equal(y, twin(x))
     torch.stack(outputs).sum().backward()
     assert all(t.grad is not None for t in layer.parameters())
@@ -177,10 +177,10 @@ def check_save_load_continues(
     assert (list(snapshot) == keys) if ordered else (set(snapshot) == set(keys)), list(snapshot)
     y1 = run(model, inputs[5:10])
     model.load_states(snapshot)
-    for a, b in zip(run(model, inputs[5:10]), y1):
+    for a, b in zip(run(model, inputs[5:10]), y1, strict=True):
         assert torch.equal(a, b)
     fresh.load_states(snapshot)
-    for a, b in zip(run(fresh, inputs[5:10]), y1):
+    for a, b in zip(run(fresh, inputs[5:10]), y1, strict=True):
         assert torch.equal(a, b)
     model.zero_states()
     assert model.save_states() == {}

@@ -84,7 +84,7 @@ def test_bench_table(capsys: pytest.CaptureFixture[str]) -> None:
     header = next(line for line in lines if line.startswith("model ") and "Rust loop" in line)
     columns = [cell.strip() for cell in header.split("|")]
     row = next(line for line in lines if line.startswith("sensor ") and line.count("|") == 11)
-    cells = dict(zip(columns, (cell.strip() for cell in row.split("|"))))
+    cells = dict(zip(columns, (cell.strip() for cell in row.split("|")), strict=True))
     for ratio in ("eager/step", "eager/Rust", "Rust/roof"):
         assert cells[ratio].endswith("x") and float(cells[ratio][:-1]) > 0, ratio
     for timing in ("torch eager", "TTcompile", "engine step()", "Rust loop"):

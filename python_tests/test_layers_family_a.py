@@ -154,14 +154,14 @@ def test_positional_order(name: str) -> None:
         args += [sigmoid2x, tt.functional.round_ste()]
     layer = layer_class(name)(*args)
     learnable = {n for n, _ in layer.named_parameters()}
-    for p, v, rank, learn in zip(params, values, ranks, learns):
+    for p, v, rank, learn in zip(params, values, ranks, learns, strict=True):
         got = getattr(layer, p)
         assert got.shape == ((N,) if rank == 1 else ()), f"{p}: rank {rank}"
         torch.testing.assert_close(got, torch.full_like(got, v), rtol=1e-5, atol=1e-6)
         assert (f"raw_{p}" in learnable) == learn, f"learn_{p}={learn}"
     if is_firing_a(name):
         inputs = crossing_inputs(4, (BATCH, N), seed_of(name, "pos"))
-        reference_values = dict(zip(params, values))
+        reference_values = dict(zip(params, values, strict=True))
         expected = run_family_a(name, reference_values, inputs, quant="round", spike_fn=sigmoid2x)
         assert expected.margin > 1e-4
         assert_stream_matches(layer, run(layer, inputs), expected, family_a_states(name))
@@ -267,7 +267,7 @@ def test_dim_matches_moved_reference(name: str, shape: tuple[int, ...], dim: int
     moved = crossing_inputs(6, moved_shape, seed_of(name, "dim", shape))
     inputs = [x.movedim(-1, dim).contiguous() for x in moved]
     expected = run_family_a(name, values, moved)
-    for t, (x, e) in enumerate(zip(inputs, expected.outputs)):
+    for t, (x, e) in enumerate(zip(inputs, expected.outputs, strict=True)):
         y = layer(x)
         assert y.shape == x.shape
         torch.testing.assert_close(

@@ -290,7 +290,7 @@ def test_positional_order(name: str) -> None:
     ]
     layer = layer_class(name)(N, *values, -1, *ranks, *ema_flags, *learns, *tt_surrogates)
     learnable = {n for n, _ in layer.named_parameters()}
-    for p, v, rank, learn in zip(params, values, ranks, learns):
+    for p, v, rank, learn in zip(params, values, ranks, learns, strict=True):
         got = getattr(layer, p)
         assert got.shape == ((N,) if rank == 1 else ()), f"{p}: rank {rank}"
         want = reference_value(p, v)
@@ -303,7 +303,7 @@ def test_positional_order(name: str) -> None:
     neg = surrogates[-1] if surrogates else Surrogate()
     expected = run_family_b(
         name, {p: b_value_from_raw(p, r) for p, r in raws.items()}, inputs,
-        dict(zip(emas, ema_flags)), pos, neg,
+        dict(zip(emas, ema_flags, strict=True)), pos, neg,
     )  # fmt: skip
     assert_meaningful(name, expected)
     outputs = run(layer, inputs)
@@ -406,7 +406,7 @@ def test_dim_matches_moved_reference(name: str, shape: tuple[int, ...], dim: int
     moved = crossing_inputs(6, moved_shape, seed_of(name, "dim", shape), scale=1.5)
     expected = run_family_b(name, values, moved, ema)
     assert expected.margin > 1e-4
-    for t, (x, e) in enumerate(zip(moved, expected.outputs)):
+    for t, (x, e) in enumerate(zip(moved, expected.outputs, strict=True)):
         y = layer(x.movedim(-1, dim).contiguous())
         assert y.shape == shape
         torch.testing.assert_close(

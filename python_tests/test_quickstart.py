@@ -73,7 +73,7 @@ def test_readme_quickstart_trains() -> None:
     exec(QUICKSTART_MODEL, namespace)
     images = torch.rand(3, 4, 1, 28, 28)
     labels = torch.randint(0, 10, (3, 4))
-    namespace["dataloader"] = list(zip(images, labels))
+    namespace["dataloader"] = list(zip(images, labels, strict=True))
     namespace["num_timesteps"] = 4
     exec(QUICKSTART_TRAINING, namespace)
 

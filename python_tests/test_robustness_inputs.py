@@ -9,7 +9,8 @@ EngineInputError, and every state stays exactly as it was.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest

@@ -102,7 +102,7 @@ def test_torch_compile_matches_eager() -> None:
     model.zero_states()
     compiled = torch.compile(model)
     outputs = [compiled(step) for step in x]
-    for output, expected in zip(outputs, eager):
+    for output, expected in zip(outputs, eager, strict=True):
         torch.testing.assert_close(output, expected)
     # The compiled step trains: gradients reach the neuron parameters.
     torch.stack(outputs).sum().backward()

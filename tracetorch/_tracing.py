@@ -64,9 +64,9 @@ def trace(model: nn.Module, leaves: tuple[type, ...] = (Layer,)) -> fx.GraphModu
         model.train(was_training)
     first, second = (_signature(g) for g in graphs)
     if first != second:
+        pairs = enumerate(zip(first, second, strict=False))  # may differ in length
         where = next(
-            (f"at graph node {i}: {a} then {b}" for i, (a, b) in enumerate(zip(first, second))
-             if a != b),
+            (f"at graph node {i}: {a} then {b}" for i, (a, b) in pairs if a != b),
             f"the graphs have {len(first)} and {len(second)} nodes",
         )  # fmt: skip
         raise ExportError(

@@ -52,11 +52,11 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
@@ -351,7 +351,7 @@ def export_onnx(model: nn.Module, shape: tuple[int, ...], batch: int, path: Path
             self.keys = keys
 
         def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            tt.Model.load_states(self.model, dict(zip(self.keys, states)))  # type: ignore[arg-type]
+            tt.Model.load_states(self.model, dict(zip(self.keys, states, strict=True)))  # type: ignore[arg-type]
             y = self.model(x)
             new = tt.Model.save_states(self.model)  # type: ignore[arg-type]
             return (y, *(new[key] for key in self.keys))
@@ -394,7 +394,7 @@ class OnnxStep:
         # are. (IOBinding, re-bound each step to swap state buffers, was slower here.)
         self.feed["x"] = x
         y, *states = self.session.run(None, self.feed)
-        self.feed.update(zip(self.keys, states))
+        self.feed.update(zip(self.keys, states, strict=True))
         return y
 
     def run(self, xs: np.ndarray) -> None:

@@ -26,9 +26,9 @@ One timestep, elementwise over the neuron axis (last axis); ``P(v) = max(v, 0)``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from tracetorch._torch import torch
 

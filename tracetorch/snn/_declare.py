@@ -9,7 +9,8 @@ turns a declaration into an ordinary, picklable ``nn.Module`` subclass whose
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Configure = Callable[[Any, dict[str, Any]], None]
 
