@@ -73,7 +73,8 @@ def test_bench(model_file: tuple[Path, nn.Module], capsys: pytest.CaptureFixture
     path, _ = model_file
     assert main(["bench", str(path), "--steps", "300", "--streams", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "step() from Python: median" in printed and "run() (Rust loop)" in printed
+    assert "step() from Python: median" in printed and "run(), one call" in printed
+    assert "Rust loop:          median" in printed
 
 
 def test_bench_table(capsys: pytest.CaptureFixture[str]) -> None:
