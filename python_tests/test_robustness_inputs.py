@@ -219,15 +219,30 @@ def test_out_sharing_the_input_is_refused() -> None:
     assert_refused(engine, lambda: engine.step(x, out=x), "step out: .*borrow")
 
 
-def test_native_engine_refuses_what_it_cannot_borrow() -> None:
-    """The binding takes only float32 C-contiguous arrays of the exact shape.
+def test_native_step_converts_what_it_cannot_read_in_place() -> None:
+    """The binding reads float32 C-contiguous arrays of the exact shape in place.
 
-    ``run`` refuses anything else; ``step`` hands it back (``None``, states
-    untouched) for the wrapper to convert, and still refuses non-finite values.
+    ``step`` converts anything else through ``runtime._step_input`` (and
+    ``Engine.step`` is that native method); ``run`` takes only the exact form.
+    Refused inputs leave the states untouched.
     """
     native = _native.Engine.from_bytes(MODEL, 2)
-    native.step(X)
+    twin = _native.Engine.from_bytes(MODEL, 2)
+    for other in (X.astype(np.float64), np.asfortranarray(X), X.tolist(), X.astype(">f4")):
+        np.testing.assert_array_equal(native.step(other), twin.step(X))
+    engine = tt.runtime.loads(MODEL, streams=2)
+    assert engine.step == engine._native.step  # the native method itself
     before = native.states()
+    for bad, match in [
+        (None, "expected an array of shape"),
+        (X[:, :5].copy(), r"expected an input of shape \[2, 6\], got \[2, 5\]"),
+        (np.full((2, 6), np.nan, np.float32), "expected finite values, found NaN"),
+        (np.array(["a"] * 12).reshape(2, 6), "expected a real numeric array"),
+    ]:
+        with pytest.raises(EngineInputError, match=match):
+            native.step(bad)
+    for name, value in native.states().items():
+        np.testing.assert_array_equal(value, before[name])
     for bad, match in [
         (X.astype(np.float64), "expected a float32 numpy array, found dtype float64"),
         (np.asfortranarray(np.ones((2, 6), np.float32)), "expected a C-contiguous array"),
@@ -235,20 +250,10 @@ def test_native_engine_refuses_what_it_cannot_borrow() -> None:
         (None, "expected a float32 numpy array"),
         (X[:, :5].copy(), r"expected shape \[1, 2, 6\], found \[1, 2, 5\]"),
         (X.astype(">f4"), "expected a float32 numpy array, found dtype >f4"),
+        (np.full((2, 6), np.nan, np.float32), "expected finite values, found NaN"),
     ]:
-        assert native.step(bad) is None
         with pytest.raises(EngineInputError, match=match):
             native.run(bad[None] if isinstance(bad, np.ndarray) else bad)
-        with pytest.raises(EngineInputError, match=match):
-            native._time_steps(bad[None] if isinstance(bad, np.ndarray) else bad)
-    with pytest.raises(EngineInputError, match="expected finite values, found NaN"):
-        native.step(np.full((2, 6), np.nan, np.float32))
-    with pytest.raises(EngineInputError, match="expected finite values, found NaN"):
-        native.run(np.full((1, 2, 6), np.nan, np.float32))
-    with pytest.raises(EngineInputError, match="time_steps inputs: expected finite values"):
-        native._time_steps(np.full((1, 2, 6), np.nan, np.float32))
-    for name, value in native.states().items():
-        np.testing.assert_array_equal(value, before[name])
 
 
 def test_other_bad_arguments() -> None:

@@ -25,7 +25,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from tracetorch import _native
-from tracetorch.errors import EngineInputError, TraceTorchError
+from tracetorch.errors import EngineInputError
 
 __all__ = ["Engine", "load", "loads", "simd_available"]
 
@@ -67,7 +67,9 @@ class Engine:
 
     def __init__(self, native: Any) -> None:
         self._native = native
-        self._native_step = native.step  # bound once: step() is the hot call
+        # step() is the hot call: each engine takes the native method itself,
+        # which does all that Engine.step does, saving a Python frame per step.
+        self.__dict__["step"] = native.step
 
     @property
     def input_shape(self) -> list[int]:
@@ -98,16 +100,7 @@ class Engine:
         >>> for sample in sensor:  # doctest: +SKIP
         ...     engine.step(sample, out=out)
         """
-        # The engine takes a float32 C-contiguous array of the right shape
-        # directly and returns None for anything else, which is converted here.
-        y = self._native_step(x, out)
-        if y is not None:
-            return y
-        array, squeezed = self._prepare(x, leading=())
-        y = self._native_step(array[0] if squeezed else array, out)
-        if y is None:  # _prepare returns exactly the form the engine takes
-            raise TraceTorchError(f"step: the engine refused a converted {array.shape} input")
-        return y
+        return self._native.step(x, out)
 
     def run(self, xs: Any) -> np.ndarray:
         """Step through a whole sequence ``[T, *input_shape]`` in one call; returns ``[T, ...]``."""
@@ -207,20 +200,33 @@ class Engine:
         )
 
     def _prepare(self, x: Any, leading: tuple[int, ...]) -> tuple[np.ndarray, bool]:
-        array = _asarray(x, str([*leading, *self.input_shape]))
-        if array.dtype.kind not in "fiub":
-            raise EngineInputError(f"expected a real numeric array, got dtype {array.dtype}")
-        expected = (*leading, *self.input_shape)
-        squeezed = False
-        if self.streams == 1 and array.shape == (*leading, *self.input_shape[1:]):
-            array = array.reshape(expected)
-            squeezed = True
-        if array.shape != expected:
-            raise EngineInputError(
-                f"expected an input of shape {list(expected)}, got {list(array.shape)}"
-            )
-        with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: refused natively
-            return np.ascontiguousarray(array, dtype=np.float32), squeezed
+        return _prepared(x, leading, self.input_shape)
+
+
+def _prepared(x: Any, leading: tuple[int, ...], input_shape: list[int]) -> tuple[np.ndarray, bool]:
+    """``x`` as float32 C-contiguous ``[*leading, *input_shape]``, and whether
+    it came without the stream axis (allowed with one stream)."""
+    array = _asarray(x, str([*leading, *input_shape]))
+    if array.dtype.kind not in "fiub":
+        raise EngineInputError(f"expected a real numeric array, got dtype {array.dtype}")
+    expected = (*leading, *input_shape)
+    squeezed = False
+    if input_shape[0] == 1 and array.shape == (*leading, *input_shape[1:]):
+        array = array.reshape(expected)
+        squeezed = True
+    if array.shape != expected:
+        raise EngineInputError(
+            f"expected an input of shape {list(expected)}, got {list(array.shape)}"
+        )
+    with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: refused natively
+        return np.ascontiguousarray(array, dtype=np.float32), squeezed
+
+
+def _step_input(x: Any, input_shape: list[int]) -> np.ndarray:
+    """``x`` converted for the native ``step`` (which calls this for any input
+    it cannot read in place): float32 C-contiguous, in the input's form."""
+    array, squeezed = _prepared(x, (), input_shape)
+    return array[0] if squeezed else array
 
 
 def _asarray(x: Any, shape: str) -> np.ndarray:

@@ -24,9 +24,11 @@
 //!     def streams(self) -> int: ...
 //!     @property
 //!     def state_names(self) -> list[str]: ...    # "<node name>.<state>", graph order
-//!     def step(self, x: numpy.ndarray) -> numpy.ndarray: ...
-//!         # x: float32, C-contiguous, shape == input_shape; returns a new float32
-//!         # array of shape output_shape
+//!     def step(self, x, out: numpy.ndarray | None = None) -> numpy.ndarray: ...
+//!         # x of input_shape (or the sample shape with one stream): read in
+//!         # place when float32 and C-contiguous, else converted by
+//!         # tracetorch.runtime._step_input; returns a new float32 array of the
+//!         # output shape, or `out` filled (Engine.step is this method)
 //!     def run(self, xs: numpy.ndarray) -> numpy.ndarray: ...
 //!         # xs: float32, C-contiguous, [T, *input_shape] -> [T, *output_shape]
 //!     def _time_steps(self, xs: numpy.ndarray) -> numpy.ndarray: ...
@@ -255,6 +257,27 @@ const LIGHT_WORK: usize = 1 << 17;
 const BROKEN: &str = "this engine hit an internal error earlier and can no longer be used";
 
 impl PyEngine {
+    /// `x` as the engine reads it in place (a float32 C-contiguous array of
+    /// `input_shape`, or of the sample shape with one stream), with the shape
+    /// of the output that goes with it; `None` for anything else.
+    fn step_form<'a, 'py>(
+        &self,
+        x: &'a Bound<'py, PyAny>,
+    ) -> Option<(&'a Bound<'py, PyArrayDyn<f32>>, &[usize])> {
+        let x = x.cast::<PyArrayDyn<f32>>().ok()?;
+        if !x.is_c_contiguous() {
+            return None;
+        }
+        let full = &self.input_shape;
+        if x.shape() == &full[..] {
+            Some((x, &self.output_shape[..]))
+        } else if self.streams == 1 && x.shape() == &full[1..] {
+            Some((x, &self.output_shape[1..]))
+        } else {
+            None
+        }
+    }
+
     /// Borrows `xs` as a float32 C-contiguous `[T, *input_shape]` array and
     /// returns `T` with it (`what` names the argument in errors).
     fn sequence_arg<'py>(
@@ -352,35 +375,32 @@ impl PyEngine {
         self.plan.state_names().map(str::to_string).collect()
     }
 
-    /// One timestep. `x` is a float32 C-contiguous array of `input_shape`, or
-    /// of the sample shape when there is one stream; the output takes the
-    /// same form. With `out` (a writable float32 C-contiguous array of that
-    /// output shape) the result goes there and nothing is allocated.
-    ///
-    /// Any other `x` returns `None` untouched: the Python wrapper converts it
-    /// and calls again. Checking here rather than in Python first keeps the
-    /// common call to one pass over the arguments.
+    /// One timestep. `x` is an array of `input_shape`, or of the sample shape
+    /// when there is one stream; the output takes the same form. A float32
+    /// C-contiguous array is read in place; anything else numpy turns into a
+    /// real array is converted first (`tracetorch.runtime._step_input`). With
+    /// `out` (a writable float32 C-contiguous array of that output shape) the
+    /// result goes there and nothing is allocated.
     #[pyo3(signature = (x, out = None))]
     fn step<'py>(
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
         out: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Option<Bound<'py, PyArrayDyn<f32>>>> {
-        let Ok(x) = x.cast::<PyArrayDyn<f32>>() else {
-            return Ok(None);
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let converted;
+        let (x, out_shape) = match self.step_form(x) {
+            Some(form) => form,
+            None => {
+                converted = py
+                    .import("tracetorch.runtime")?
+                    .getattr("_step_input")?
+                    .call1((x, self.input_shape.clone()))?;
+                self.step_form(&converted).ok_or_else(|| {
+                    internal_error("step: a converted input is not in the engine's form")
+                })?
+            }
         };
-        let full = &self.input_shape;
-        let out_shape = if x.shape() == &full[..] {
-            &self.output_shape[..]
-        } else if self.streams == 1 && x.shape() == &full[1..] {
-            &self.output_shape[1..]
-        } else {
-            return Ok(None);
-        };
-        if !x.is_c_contiguous() {
-            return Ok(None);
-        }
         let ro = x
             .try_readonly()
             .map_err(|e| input_err(py, format!("step input: {e}")))?;
@@ -392,7 +412,7 @@ impl PyEngine {
             // SAFETY: `fresh` was created just above and is not shared yet.
             let ys = unsafe { fresh.as_slice_mut() }.map_err(|e| internal_error(&e.to_string()))?;
             self.compute(py, self.step_work, |e| e.step(xs, ys))?;
-            return Ok(Some(fresh));
+            return Ok(fresh);
         };
         let array = checked_array(py, "step out", out, out_shape)?;
         // Refused when `out` is read-only or shares memory with `x`.
@@ -404,7 +424,7 @@ impl PyEngine {
             .map_err(|e| input_err(py, format!("step out: {e}")))?;
         self.compute(py, self.step_work, |e| e.step(xs, ys))?;
         drop(rw);
-        Ok(Some(array.clone()))
+        Ok(array.clone())
     }
 
     /// `T` timesteps: float32 `[T, *input_shape]` in, `[T, *output_shape]` out.
