@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -124,6 +123,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _bench_file(model: Path, steps: int, streams: int) -> int:
     import tracetorch.runtime as runtime
+    from tracetorch.benchmark import summary, timed
 
     engine = runtime.load(model, streams=streams)
     rng = np.random.default_rng(0)
@@ -131,28 +131,17 @@ def _bench_file(model: Path, steps: int, streams: int) -> int:
     for x in xs[:100]:  # warm-up
         engine.step(x)
     engine.reset()
-    times = []
-    for x in xs:
-        start = time.perf_counter()
-        engine.step(x)
-        times.append(time.perf_counter() - start)
+    stepped = summary(timed(engine.step, xs))
     engine.reset()
     start = time.perf_counter()
     engine.run(xs)
     per_step_run = (time.perf_counter() - start) / steps
     engine.reset()
-    rust = np.sort(engine.time_steps(xs))
-
-    def p99(sorted_times: Any) -> float:
-        return float(sorted_times[int(0.99 * (len(sorted_times) - 1))]) * 1e6
-
-    times.sort()
+    rust = summary(engine.time_steps(xs))
     print(f"{model}: streams={streams}, {steps} steps, {engine.simd} kernels")
-    print(f"step() from Python: median {statistics.median(times) * 1e6:.2f} us, "
-          f"p99 {p99(times):.2f} us")  # fmt: skip
+    print(f"step() from Python: median {stepped[0]:.2f} us, p99 {stepped[1]:.2f} us")
     print(f"run(), one call:    {per_step_run * 1e6:.2f} us per step")
-    print(f"Rust loop:          median {float(np.median(rust)) * 1e6:.2f} us, "
-          f"p99 {p99(rust):.2f} us")  # fmt: skip
+    print(f"Rust loop:          median {rust[0]:.2f} us, p99 {rust[1]:.2f} us")
     return 0
 
 

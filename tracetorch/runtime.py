@@ -104,10 +104,7 @@ class Engine:
 
     def run(self, xs: Any) -> np.ndarray:
         """Step through a whole sequence ``[T, *input_shape]`` in one call; returns ``[T, ...]``."""
-        xs = _asarray(xs, f"[T, *{self.input_shape}]")
-        if xs.ndim == 0:
-            raise EngineInputError(f"run expects [T, *{self.input_shape}], got a scalar")
-        array, squeezed = self._prepare(xs, leading=(xs.shape[0],))
+        array, squeezed = self._sequence(xs, "run")
         out = self._native.run(array)
         return out[:, 0] if squeezed else out
 
@@ -133,10 +130,7 @@ class Engine:
         >>> print(f"median {np.median(seconds) * 1e6:.2f} us per step")  # doctest: +SKIP
         median 0.06 us per step
         """
-        xs = _asarray(xs, f"[T, *{self.input_shape}]")
-        if xs.ndim == 0:
-            raise EngineInputError(f"time_steps expects [T, *{self.input_shape}], got a scalar")
-        array, _ = self._prepare(xs, leading=(xs.shape[0],))
+        array, _ = self._sequence(xs, "time_steps")
         return self._native._time_steps(array)
 
     def reset(self, stream: Optional[int] = None) -> None:
@@ -199,8 +193,13 @@ class Engine:
             f"simd={self.simd!r})"
         )
 
-    def _prepare(self, x: Any, leading: tuple[int, ...]) -> tuple[np.ndarray, bool]:
-        return _prepared(x, leading, self.input_shape)
+    def _sequence(self, xs: Any, name: str) -> tuple[np.ndarray, bool]:
+        """``xs`` as float32 C-contiguous ``[T, *input_shape]`` for ``name``,
+        and whether it came without the stream axis."""
+        xs = _asarray(xs, f"[T, *{self.input_shape}]")
+        if xs.ndim == 0:
+            raise EngineInputError(f"{name} expects [T, *{self.input_shape}], got a scalar")
+        return _prepared(xs, (xs.shape[0],), self.input_shape)
 
 
 def _prepared(x: Any, leading: tuple[int, ...], input_shape: list[int]) -> tuple[np.ndarray, bool]:

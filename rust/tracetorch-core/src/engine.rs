@@ -343,6 +343,31 @@ impl Engine {
         Ok(())
     }
 
+    /// For benchmarks: steps through `inputs` (`times.len()` steps, checked
+    /// as by [`Engine::run`]) and writes the seconds each [`Engine::step`]
+    /// took into `times`, with nothing else between steps. The outputs go to
+    /// one buffer, allocated once per call; the states advance as with `run`.
+    pub fn time_steps(&mut self, inputs: &[f32], times: &mut [f64]) -> Result<()> {
+        let n_in = self.input_len();
+        let want_in = n_in.checked_mul(times.len());
+        if want_in != Some(inputs.len()) {
+            return Err(len_err(
+                "time_steps inputs",
+                want_in.unwrap_or(usize::MAX),
+                inputs.len(),
+            ));
+        }
+        check_finite("time_steps inputs", inputs)?;
+        let mut output = vec![0.0f32; self.output_len()];
+        for (i, time) in times.iter_mut().enumerate() {
+            let x = &inputs[i * n_in..(i + 1) * n_in];
+            let start = std::time::Instant::now();
+            self.step(x, &mut output)?;
+            *time = start.elapsed().as_secs_f64();
+        }
+        Ok(())
+    }
+
     fn step_unchecked(&mut self, input: &[f32], output: &mut [f32]) {
         let Engine {
             plan,
@@ -773,6 +798,32 @@ mod tests {
             b.step(x, y).unwrap();
         }
         assert_eq!(ya, yb);
+    }
+
+    /// `time_steps` advances the states as `run` does, times every step, and
+    /// refuses what `run` refuses without touching the states.
+    #[test]
+    fn time_steps_advance_like_run() {
+        let mut a = Engine::new(&axis0_model(), 2).unwrap();
+        let mut b = Engine::new(&axis0_model(), 2).unwrap();
+        let xs: Vec<f32> = (0..36).map(|v| (v as f32 * 0.37).sin()).collect();
+        let mut times = [-1.0f64; 3];
+        a.time_steps(&xs, &mut times).unwrap();
+        assert!(
+            times.iter().all(|t| t.is_finite() && *t >= 0.0),
+            "{times:?}"
+        );
+        let mut ys = vec![0.0; 36];
+        b.run(&xs, &mut ys, 3).unwrap();
+        assert_eq!(a.snapshot(), b.snapshot());
+        let before = a.snapshot();
+        let err = a.time_steps(&xs[..35], &mut times).unwrap_err();
+        assert!(matches!(err, Error::Length { .. }), "{err}");
+        let mut bad = xs.clone();
+        bad[20] = f32::NAN;
+        let err = a.time_steps(&bad, &mut times).unwrap_err();
+        assert!(matches!(err, Error::NonFinite { index: 20, .. }), "{err}");
+        assert_eq!(a.snapshot(), before);
     }
 
     /// Stochastic quantizers: reproducible under `seed`, streams independent draws.

@@ -59,7 +59,6 @@
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::create_exception;
@@ -460,10 +459,8 @@ impl PyEngine {
 
     /// For benchmarks: steps through `xs` (float32 `[T, *input_shape]`, as
     /// for `run`) and returns the seconds each `Engine::step` took, float64
-    /// `[T]`, timed here with `Instant`. The outputs go to one buffer,
-    /// overwritten every step; the states advance exactly as with `run`.
-    /// Every input is checked before the first step (a refused call changes
-    /// nothing), and the GIL is released for the whole loop.
+    /// `[T]` (`Engine::time_steps`). The states advance exactly as with
+    /// `run`; a refused call changes nothing; the GIL is released throughout.
     fn _time_steps<'py>(
         &self,
         py: Python<'py>,
@@ -476,24 +473,7 @@ impl PyEngine {
             .map_err(|e| input_err(py, format!("{WHAT}: {e}")))?;
         let mut times = vec![0.0f64; t];
         // Always detached: a timing loop may run for seconds.
-        self.compute(py, usize::MAX, |e| {
-            if let Some(index) = data.iter().position(|v| !v.is_finite()) {
-                return Err(Error::NonFinite {
-                    what: WHAT,
-                    index,
-                    value: data[index],
-                });
-            }
-            let n = e.input_len();
-            let mut output = vec![0.0f32; e.output_len()];
-            for (i, time) in times.iter_mut().enumerate() {
-                let x = &data[i * n..(i + 1) * n];
-                let start = Instant::now();
-                e.step(x, &mut output)?;
-                *time = start.elapsed().as_secs_f64();
-            }
-            Ok(())
-        })?;
+        self.compute(py, usize::MAX, |e| e.time_steps(data, &mut times))?;
         Ok(PyArray1::from_vec(py, times))
     }
 
