@@ -161,6 +161,15 @@ fn check_finite(what: &'static str, data: &[f32]) -> Result<()> {
     }
 }
 
+/// Refuses a sequence of `found` floats that is not `steps` of `per_step`.
+fn check_sequence(what: &str, per_step: usize, steps: usize, found: usize) -> Result<()> {
+    let want = per_step.checked_mul(steps);
+    if want != Some(found) {
+        return Err(len_err(what, want.unwrap_or(usize::MAX), found));
+    }
+    Ok(())
+}
+
 fn len_err(what: &str, expected: usize, found: usize) -> Error {
     Error::Length {
         what: what.to_string(),
@@ -314,22 +323,8 @@ impl Engine {
     /// every input are checked first: on error no step is taken.
     pub fn run(&mut self, inputs: &[f32], outputs: &mut [f32], steps: usize) -> Result<()> {
         let (n_in, n_out) = (self.input_len(), self.output_len());
-        let want_in = n_in.checked_mul(steps);
-        if want_in != Some(inputs.len()) {
-            return Err(len_err(
-                "run inputs",
-                want_in.unwrap_or(usize::MAX),
-                inputs.len(),
-            ));
-        }
-        let want_out = n_out.checked_mul(steps);
-        if want_out != Some(outputs.len()) {
-            return Err(len_err(
-                "run outputs",
-                want_out.unwrap_or(usize::MAX),
-                outputs.len(),
-            ));
-        }
+        check_sequence("run inputs", n_in, steps, inputs.len())?;
+        check_sequence("run outputs", n_out, steps, outputs.len())?;
         check_finite("run inputs", inputs)?;
         if n_in == 0 || n_out == 0 {
             return Ok(());
@@ -349,14 +344,7 @@ impl Engine {
     /// one buffer, allocated once per call; the states advance as with `run`.
     pub fn time_steps(&mut self, inputs: &[f32], times: &mut [f64]) -> Result<()> {
         let n_in = self.input_len();
-        let want_in = n_in.checked_mul(times.len());
-        if want_in != Some(inputs.len()) {
-            return Err(len_err(
-                "time_steps inputs",
-                want_in.unwrap_or(usize::MAX),
-                inputs.len(),
-            ));
-        }
+        check_sequence("time_steps inputs", n_in, times.len(), inputs.len())?;
         check_finite("time_steps inputs", inputs)?;
         let mut output = vec![0.0f32; self.output_len()];
         for (i, time) in times.iter_mut().enumerate() {
