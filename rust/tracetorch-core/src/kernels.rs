@@ -29,7 +29,7 @@ pub(crate) fn linear(
     active: &mut [u32],
 ) {
     let start = bias.map_or(Start::Zero, Start::Column);
-    let weights = Panels::packed(weight_t);
+    let weights = Panels::packed(weight_t, out);
     if !events || inp == 0 {
         k.outer_accumulate(y, start, x, weights, inp, out, None);
         return;
