@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: help install demo test test-rust test-python lint bench
+.PHONY: help install demo test test-rust test-neon test-python lint bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -14,10 +14,21 @@ install:  ## build the Rust engine and install tracetorch with its test dependen
 demo: install  ## the main job: train an SNN, export it, stream it on the Rust engine, compare
 	$(PYTHON) -m tracetorch demo
 
-test: install test-rust test-python lint  ## every test: Rust crates, Python suite, lint
+test: install test-rust test-neon test-python lint  ## every test: Rust crates (x86-64 and aarch64), Python suite, lint
 
 test-rust:  ## Rust unit and integration tests
 	cargo test --workspace --all-features
+
+# The NEON kernels only run on aarch64: the core's tests are cross-compiled
+# and run under qemu's user-mode emulator (see .cargo/config.toml).
+AARCH64 := aarch64-unknown-linux-gnu
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+test-neon:  ## the engine core's tests on aarch64 (NEON against scalar), under qemu; installs the cross tools
+	@command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user; }
+	rustup target add $(AARCH64)
+	cargo test -p tracetorch-core --all-features --target $(AARCH64)
 
 test-python:  ## the Python suite (cross-checks against PyTorch and the reference releases)
 	$(PYTHON) -m pytest -q

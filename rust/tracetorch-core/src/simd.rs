@@ -529,6 +529,10 @@ mod tests {
         }
         assert!(Isa::available().contains(&Isa::Scalar));
         assert!(Isa::best().is_available());
+        // NEON is part of every aarch64 CPU: the kernel tests below must run
+        // on it there (`make test-neon`, under qemu), not only on scalar.
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(Isa::best(), Isa::Neon);
     }
 
     /// Every SIMD kernel against its scalar twin and a plain loop, for every
