@@ -20,7 +20,8 @@ test-rust:  ## Rust unit and integration tests
 	cargo test --workspace --all-features
 
 # The NEON kernels only run on aarch64: the core's tests are cross-compiled
-# and run under qemu's user-mode emulator (see .cargo/config.toml).
+# with Debian's cross linker and run under qemu's user-mode emulator. Set for
+# this target only: a cargo config file would also apply on aarch64 hosts.
 AARCH64 := aarch64-unknown-linux-gnu
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -28,7 +29,9 @@ test-neon:  ## the engine core's tests on aarch64 (NEON against scalar), under q
 	@command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null || \
 		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user; }
 	rustup target add $(AARCH64)
-	cargo test -p tracetorch-core --all-features --target $(AARCH64)
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+		cargo test -p tracetorch-core --all-features --target $(AARCH64)
 
 test-python:  ## the Python suite (cross-checks against PyTorch and the reference releases)
 	$(PYTHON) -m pytest -q
