@@ -240,9 +240,9 @@ impl Engine {
     }
 
     /// How many threads may share the heavy layers (linear, convolution,
-    /// large deterministic neuron layers) of a step: they split the streams, so one stream always runs on the
-    /// calling thread alone. Defaults to the cores available when there are
-    /// several streams, 1 otherwise.
+    /// large deterministic neuron layers) of a step: they split the streams,
+    /// so one stream always runs on the calling thread alone. Defaults to the
+    /// cores available when there are several streams, 1 otherwise.
     pub fn threads(&self) -> usize {
         self.scratch.len()
     }
@@ -600,7 +600,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{neuron_node, ModelFile};
+    use crate::testutil::{bits, neuron_node, ModelFile};
     use serde_json::{json, Value};
 
     /// input [2, 3] -> LI neuron on axis 0 (2 neurons, beta [0.5, 0.25]) -> reshape [6].
@@ -924,11 +924,7 @@ mod tests {
                 ya.iter().any(|v| *v != ya[0]),
                 "a constant output tests nothing"
             );
-            assert_eq!(
-                ya.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                yb.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "{quant}"
-            );
+            assert_eq!(bits(&ya), bits(&yb), "{quant}");
         }
     }
 
@@ -996,9 +992,6 @@ mod tests {
         one.run(&xs, &mut ya, 5).unwrap();
         many.run(&xs, &mut yb, 5).unwrap();
         assert!(ya.iter().any(|v| *v != 0.0));
-        assert_eq!(
-            ya.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            yb.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        );
+        assert_eq!(bits(&ya), bits(&yb));
     }
 }

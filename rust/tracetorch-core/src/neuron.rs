@@ -703,7 +703,7 @@ fn update<S: Simd, T: Traces>(
 
 impl NeuronLayer {
     /// A layer of `params.len()` neurons (one parameter row each) over
-    /// `inner` positions; the parameter columns and the slot mask follow.
+    /// `inner` positions; the parameter columns follow from the rows.
     pub(crate) fn new(spec: NeuronSpec, fire: Fire, params: Vec<ParamRow>, inner: usize) -> Self {
         NeuronLayer {
             spec,

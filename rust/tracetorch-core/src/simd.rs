@@ -299,9 +299,9 @@ fn row_tile<S: Simd, const R: usize>(simd: S, o: Operands<'_>, y: &mut [f32], m:
     // One vector per row is one chain of dependent multiply-adds, which
     // runs at the FMA's latency, not its throughput (a 1024-16 layer took
     // 1.33 us as one chain, 1.06 us as four): it sums `k` in interleaved
-    // parts instead, as many as the registers allow. The
-    // split depends on the instruction set only, never on `R` or on the
-    // thread, so every row gets the same bits however streams are grouped.
+    // parts instead, as many as the registers allow. The split depends on
+    // the instruction set only, never on `R` or on the thread, so every row
+    // gets the same bits however streams are grouped.
     while c + lanes <= o.n {
         narrow_tile::<S, R>(simd, o, y, m, c, false);
         c += lanes;
@@ -500,6 +500,7 @@ pub(crate) fn store<S: Simd>(simd: S, v: &mut [f32], value: S::f32s) {
 mod tests {
     use super::*;
     use crate::rng::Rng;
+    use crate::testutil::bits;
 
     fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
         (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect()
@@ -571,11 +572,7 @@ mod tests {
                             let mut yp = vec![f32::NAN; rows * n];
                             let bp = Panels::packed(&packed, n);
                             k.outer_accumulate(&mut yp, start, &a, bp, kdim, n, active);
-                            assert_eq!(
-                                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                                yp.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                                "{isa} panels"
-                            );
+                            assert_eq!(bits(&y), bits(&yp), "{isa} panels");
                             for m in 0..rows {
                                 for c in 0..n {
                                     let first = if by_row { init[m] } else { cols[c] };
@@ -609,11 +606,8 @@ mod tests {
                     let row = &a[m * kdim..(m + 1) * kdim];
                     k.outer_accumulate(&mut one, start, row, Panels::packed(&b, n), kdim, n, None);
                     assert_eq!(
-                        one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                        all[m * n..(m + 1) * n]
-                            .iter()
-                            .map(|v| v.to_bits())
-                            .collect::<Vec<_>>(),
+                        bits(&one),
+                        bits(&all[m * n..(m + 1) * n]),
                         "{isa} n={n} row {m}"
                     );
                 }

@@ -1,4 +1,5 @@
-//! Builds model files in tests (safetensors + the `tracetorch` document).
+//! Builds model files in tests (safetensors + the `tracetorch` document),
+//! and compares results bit for bit.
 
 use std::collections::HashMap;
 
@@ -132,4 +133,10 @@ pub(crate) fn neuron_node(
                   "states": states},
         "tensors": tensors,
     })
+}
+
+/// The bit patterns of `v`: equal exactly when the floats are the same bits
+/// (NaN included, and -0.0 told from 0.0).
+pub(crate) fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
 }
