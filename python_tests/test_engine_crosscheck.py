@@ -108,6 +108,19 @@ def torch_run(model: nn.Module, inputs: torch.Tensor) -> tuple[np.ndarray, float
     return expected, margins.smallest
 
 
+def clear_draw(
+    model: nn.Module, inputs: Callable[[int], torch.Tensor]
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The first draw ``inputs(seed)`` (seeds 0 to 9) whose PyTorch run keeps every
+    firing decision MARGIN away from a tie, and PyTorch's outputs for it."""
+    for seed in range(10):
+        xs = inputs(seed)
+        expected, margin = torch_run(model, xs)
+        if margin > MARGIN:
+            return xs, expected
+    raise AssertionError(f"every input draw put a firing decision on a tie ({margin})")
+
+
 def crosscheck(
     model: nn.Module,
     inputs: Callable[[int], torch.Tensor],
@@ -122,12 +135,7 @@ def crosscheck(
     another order than PyTorch's).
     """
     model.eval()
-    for seed in range(10):
-        xs = inputs(seed)
-        expected, margin = torch_run(model, xs)
-        if margin > MARGIN:
-            break
-    assert margin > MARGIN, f"every input draw put a firing decision on a tie ({margin})"
+    xs, expected = clear_draw(model, inputs)
     path = tmp_path / "model.safetensors"
     tt.export(model, xs[0, :1], path)
     streams = xs.shape[1]

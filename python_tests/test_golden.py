@@ -23,14 +23,13 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 from test_engine_crosscheck import (
-    MARGIN,
     MLP,
     TOLERANCE,
     ConvSNN,
     Residual,
     _trained_like,
+    clear_draw,
     layer_model,
-    torch_run,
 )
 from torch import nn
 
@@ -47,13 +46,12 @@ Case = dict[str, np.ndarray]  # model, inputs, outputs
 def _case(model: nn.Module, shape: tuple[int, ...], seed: int) -> Case:
     """A case's tensors: the first input draw whose firing decisions all clear ties."""
     model.eval()
-    for attempt in range(10):
+
+    def draw(attempt: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed + 1000 * attempt)
-        xs = 2.0 * torch.randn(STEPS, STREAMS, *shape, generator=generator)
-        expected, margin = torch_run(model, xs)
-        if margin > MARGIN:
-            break
-    assert margin > MARGIN, f"every input draw put a firing decision on a tie ({margin})"
+        return 2.0 * torch.randn(STEPS, STREAMS, *shape, generator=generator)
+
+    xs, expected = clear_draw(model, draw)
     model_bytes = export_bytes(model, xs[0, :1])
     return {
         "model": np.frombuffer(model_bytes, dtype=np.uint8),
