@@ -384,8 +384,28 @@ def test_threads_split_streams_with_identical_results(tmp_path: Path) -> None:
     with pytest.raises(tt.errors.EngineInputError, match="threads"):
         many.set_threads(0)
     assert many.threads == 2
-    many.set_threads(10**30)  # more threads than streams would idle: clamped
-    assert many.threads == 512
+    many.set_threads(10**30)  # more threads than cores would take turns: clamped
+    assert many.threads == tt.runtime.load(path, streams=512).threads  # the cores
+
+
+def test_one_stream_shared_by_columns_matches_pytorch(tmp_path: Path) -> None:
+    """A single stream on two threads: its linear layers (dense, then fed by
+    spikes) are shared by output columns, with the bits of one thread."""
+    torch.manual_seed(20)
+    model = nn.Sequential(
+        nn.Linear(64, 600), tt.snn.LIF(600), nn.Linear(600, 300), tt.snn.LI(300)
+    ).eval()
+    xs, expected = clear_draw(model, lambda s: drive((1, 64), seed=21 + s))
+    path = tmp_path / "model.safetensors"
+    tt.export(model, xs[0], path)
+    one = tt.runtime.load(path)
+    shared = tt.runtime.load(path)
+    assert shared.threads == 1  # a single stream runs on the calling thread by default
+    shared.set_threads(2)
+    assert shared.threads == min(2, tt.runtime.load(path, streams=2).threads)
+    stepped = np.stack([shared.step(x.numpy()) for x in xs])
+    np.testing.assert_allclose(stepped, expected, rtol=TOLERANCE, atol=1e-4)
+    np.testing.assert_array_equal(stepped, one.run(xs.numpy()))
 
 
 def test_states_round_trip_resumes_exactly(tmp_path: Path) -> None:

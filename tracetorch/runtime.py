@@ -167,22 +167,27 @@ class Engine:
 
     @property
     def threads(self) -> int:
-        """Threads that may share the heavy layers of a step (linear, conv, large neuron layers).
+        """Threads that share the heavy layers of a step (linear, conv, large neuron layers).
 
-        They split the streams, so a single stream always runs on the calling
-        thread alone (real-time steps never wait on other threads). Defaults
-        to the available cores when there are several streams.
+        Several streams are split by streams, a single stream's linear layers
+        by output columns; results never depend on it. Defaults to the
+        available cores when there are several streams and to 1 (the calling
+        thread alone) for a single stream: between steps the extra threads
+        spin for up to a millisecond, so a single stream buys latency with a
+        busy core (see :meth:`set_threads`).
         """
         return int(self._native.threads)
 
     def set_threads(self, threads: int) -> None:
-        """Set :attr:`threads`, at most :attr:`streams` (results do not depend on it).
+        """Set :attr:`threads`, at most the larger of :attr:`streams` and the cores.
 
-        >>> engine.set_threads(1)  # doctest: +SKIP
+        >>> engine = tt.runtime.load("model.safetensors")  # doctest: +SKIP
+        >>> engine.set_threads(2)  # one stream's linear layers on two cores  # doctest: +SKIP
         """
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
             raise EngineInputError(f"threads must be an integer >= 1, got {threads!r}")
-        self._native.set_threads(min(int(threads), self.streams))
+        # The engine clamps it to the cores; this keeps a huge int convertible.
+        self._native.set_threads(min(int(threads), 1 << 16))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_restore, (self._native.to_bytes(), self.streams, self.states()))

@@ -70,6 +70,7 @@ impl LinearCase {
             Some(&self.bias),
             self.inp,
             self.out,
+            0..self.out,
             self.events,
             &mut self.active,
         );

@@ -9,6 +9,7 @@ use crate::neuron::{neuron_kernel, NeuronLayer, NSLOT};
 use crate::plan::{Kernel, Plan, StateInfo, MAX_FLOATS};
 use crate::rng::Rng;
 use crate::simd::{Isa, Kernels};
+use crate::team::{self, share_start, Shares, Team};
 
 /// Seed of a new engine's generator (change it with [`Engine::seed`]).
 pub const DEFAULT_SEED: u64 = 0;
@@ -59,7 +60,9 @@ pub struct Engine {
     states: Vec<[Vec<f32>; NSLOT]>,
     rng: Rng,
     kernels: Kernels,
-    /// One scratch per thread that may run a share of a layer.
+    /// The threads that share the heavy layers.
+    team: Team,
+    /// One scratch per thread of the team.
     scratch: Vec<Scratch>,
 }
 
@@ -81,19 +84,24 @@ impl Scratch {
     }
 }
 
+/// The cores this process may run on.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Threads for a new engine: the available cores when there are streams to share.
 fn default_threads(streams: usize) -> usize {
     if streams < 2 {
         return 1;
     }
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(streams))
+    cores().min(streams)
 }
 
 /// Neuron layers of at least this many neurons (all streams) split across
 /// threads: below it the hand-over costs more than the update.
-const NEURON_PARALLEL: usize = 1 << 16;
+const NEURON_PARALLEL: usize = 1 << 12;
 
-/// One timestep of a neuron layer, its rows (streams) shared by `threads`
+/// One timestep of a neuron layer, its rows (streams) shared by the team
 /// when the layer is large and draws no random numbers (the draws follow
 /// the neuron order). Every neuron is computed as on one thread.
 fn neurons(
@@ -103,45 +111,39 @@ fn neurons(
     x: &[f32],
     out: &mut [f32],
     states: &mut [Vec<f32>; NSLOT],
-    threads: usize,
+    team: &mut Team,
 ) {
-    fn go(
-        k: &Kernels,
-        layer: &NeuronLayer,
-        x: &[f32],
-        out: &mut [f32],
-        states: [&mut [f32]; NSLOT],
-        threads: usize,
-    ) {
-        let row = layer.row_len();
-        let rows = x.len() / row;
-        if threads < 2 || rows < 2 {
-            // Never drawn from: the layer is deterministic.
-            let mut unused = Rng::new(0);
-            return neuron_kernel(k, layer, &mut unused, x, out, states);
-        }
-        let split = kernels::first_share(rows, threads) * row;
-        let (xa, xb) = x.split_at(split);
-        let (oa, ob) = out.split_at_mut(split);
-        let mut sa: [&mut [f32]; NSLOT] = Default::default();
-        let mut sb: [&mut [f32]; NSLOT] = Default::default();
-        for ((slot, a), b) in states.into_iter().zip(&mut sa).zip(&mut sb) {
-            if !slot.is_empty() {
-                (*a, *b) = slot.split_at_mut(split);
-            }
-        }
-        let half = threads / 2;
-        rayon::join(
-            || go(k, layer, xa, oa, sa, half),
-            || go(k, layer, xb, ob, sb, threads - half),
+    let row = layer.row_len();
+    let rows = x.len().checked_div(row).unwrap_or(0);
+    let parts = team.threads().min(rows);
+    if parts < 2 || layer.draws() || x.len() < NEURON_PARALLEL {
+        return neuron_kernel(
+            k,
+            layer,
+            rng,
+            x,
+            out,
+            states.each_mut().map(Vec::as_mut_slice),
         );
     }
-    let slices = states.each_mut().map(Vec::as_mut_slice);
-    if threads < 2 || layer.draws() || x.len() < NEURON_PARALLEL || layer.row_len() == 0 {
-        neuron_kernel(k, layer, rng, x, out, slices);
-    } else {
-        go(k, layer, x, out, slices, threads);
-    }
+    let outs = Shares::new(out);
+    let slots = states.each_mut().map(|s| Shares::new(s.as_mut_slice()));
+    team.run(parts, &|part, _| {
+        let rows = share_start(rows, parts, part) * row..share_start(rows, parts, part + 1) * row;
+        // SAFETY: the shares take disjoint rows.
+        let (out, states) = unsafe {
+            (
+                outs.range(rows.clone()),
+                slots.each_ref().map(|s| match s.len() {
+                    0 => &mut [],
+                    _ => s.range(rows.clone()),
+                }),
+            )
+        };
+        // Never drawn from: the layer is deterministic.
+        let mut unused = Rng::new(0);
+        neuron_kernel(k, layer, &mut unused, &x[rows], out, states);
+    });
 }
 
 /// Refuses NaN and infinities (no allocation on success): a non-finite input
@@ -223,10 +225,10 @@ impl Engine {
         for s in &plan.states {
             states[s.neuron][s.slot] = vec![0.0; s.numel * streams];
         }
+        let team = Team::new(default_threads(streams));
         Ok(Engine {
-            scratch: (0..default_threads(streams))
-                .map(|_| Scratch::new(&plan))
-                .collect(),
+            scratch: (0..team.threads()).map(|_| Scratch::new(&plan)).collect(),
+            team,
             plan,
             streams,
             buffers,
@@ -239,20 +241,36 @@ impl Engine {
         })
     }
 
-    /// How many threads may share the heavy layers (linear, convolution,
-    /// large deterministic neuron layers) of a step: they split the streams,
-    /// so one stream always runs on the calling thread alone. Defaults to the
-    /// cores available when there are several streams, 1 otherwise.
+    /// How many threads share the heavy layers of a step: linear and
+    /// convolution layers and large deterministic neuron layers. Several
+    /// streams are split by streams; a single stream's linear layers by
+    /// output columns. Defaults to the cores available when there are several
+    /// streams, and to 1 (the calling thread alone) for a single stream.
+    /// Results never depend on it.
     pub fn threads(&self) -> usize {
-        self.scratch.len()
+        self.team.threads()
     }
 
-    /// Sets [`Engine::threads`], clamped to 1 ..= streams (a stream is never
-    /// split, so more threads would idle); allocates one scratch per thread.
+    /// Sets [`Engine::threads`], clamped to 1 ..= the available cores (the
+    /// workers spin while they wait, so more threads than cores would only
+    /// take turns), or fewer if the system refuses to start them; allocates
+    /// one scratch per thread.
+    ///
+    /// Between steps the extra threads spin for up to a millisecond before
+    /// they sleep, so that the next step reaches them in about 100 ns: on a
+    /// single stream, more threads buy latency with a busy core.
     pub fn set_threads(&mut self, threads: usize) {
+        self.use_threads(threads.clamp(1, cores().min(team::MAX_PARTS)));
+    }
+
+    /// [`Engine::set_threads`] without the clamp to the cores.
+    fn use_threads(&mut self, threads: usize) {
+        if threads != self.team.threads() {
+            self.team = Team::new(threads);
+        }
         let plan = &self.plan;
         self.scratch
-            .resize_with(threads.clamp(1, self.streams), || Scratch::new(plan));
+            .resize_with(self.team.threads(), || Scratch::new(plan));
     }
 
     /// The instruction set the kernels run on.
@@ -364,6 +382,7 @@ impl Engine {
             states,
             rng,
             kernels: k,
+            team,
             scratch,
         } = self;
         let streams = *streams;
@@ -380,19 +399,31 @@ impl Engine {
                     inp,
                     out: o,
                     events,
-                } => kernels::split_rows(x, *inp, &mut out, *o, scratch, *inp * *o, |x, y, s| {
-                    kernels::linear(
-                        k,
-                        x,
-                        y,
-                        weight_t,
-                        bias.as_deref(),
-                        *inp,
-                        *o,
-                        *events,
-                        &mut s.active,
-                    )
-                }),
+                } => {
+                    let linear = |x: &[f32], y: &mut [f32], cols, s: &mut Scratch| {
+                        let (bias, active) = (bias.as_deref(), &mut s.active);
+                        kernels::linear(k, x, y, weight_t, bias, *inp, *o, cols, *events, active)
+                    };
+                    let work = *inp * *o;
+                    if streams == 1 {
+                        // One stream: its outputs are shared instead.
+                        let block = k.column_block();
+                        kernels::split_columns(team, &mut out, block, scratch, work, |c, y, s| {
+                            linear(x, y, c, s)
+                        })
+                    } else {
+                        kernels::split_rows(
+                            team,
+                            x,
+                            *inp,
+                            &mut out,
+                            *o,
+                            scratch,
+                            work,
+                            |x, y, s| linear(x, y, 0..*o, s),
+                        )
+                    }
+                }
                 Kernel::Conv {
                     weight,
                     bias,
@@ -403,6 +434,7 @@ impl Engine {
                     let (sample_in, sample_out) = window.sample_sizes(*out_channels);
                     let work = sample_out * weight.len() / (*out_channels).max(1);
                     kernels::split_rows(
+                        team,
                         x,
                         sample_in,
                         &mut out,
@@ -442,7 +474,7 @@ impl Engine {
                     x,
                     &mut out,
                     &mut states[*i],
-                    scratch.len(),
+                    team,
                 ),
             }
             buffers[step.output] = out;
@@ -974,24 +1006,29 @@ mod tests {
         // Every heavy layer, the convolution included, is worth splitting.
         let conv_work = 8 * 36 * 2 * 9 * streams;
         assert!(conv_work.min(288 * 300 * streams) >= crate::kernels::PARALLEL_WORK);
-        let mut one = Engine::new(&bytes, streams).unwrap();
-        one.set_threads(1);
-        let mut many = Engine::new(&bytes, streams).unwrap();
-        many.set_threads(3);
-        assert_eq!((one.threads(), many.threads()), (1, 3));
         let mut clamped = Engine::new(&bytes, 2).unwrap();
         clamped.set_threads(usize::MAX);
-        assert_eq!(clamped.threads(), 2);
-        let xs: Vec<f32> = (0..one.input_len() * 5)
-            .map(|i| ((i as f32) * 0.013).sin() * 3.0)
-            .collect();
-        let (mut ya, mut yb) = (
-            vec![0.0; one.output_len() * 5],
-            vec![0.0; one.output_len() * 5],
-        );
-        one.run(&xs, &mut ya, 5).unwrap();
-        many.run(&xs, &mut yb, 5).unwrap();
-        assert!(ya.iter().any(|v| *v != 0.0));
-        assert_eq!(bits(&ya), bits(&yb));
+        assert_eq!(clamped.threads(), cores());
+        // Many streams are split by streams; one stream's linear layers (both
+        // worth splitting) by columns, in shares that are not all alike.
+        const _: () = assert!(288 * 300 >= crate::kernels::COLUMN_WORK);
+        for streams in [streams, 1] {
+            let mut one = Engine::new(&bytes, streams).unwrap();
+            one.set_threads(1);
+            let mut many = Engine::new(&bytes, streams).unwrap();
+            many.use_threads(3);
+            assert_eq!((one.threads(), many.threads()), (1, 3));
+            let xs: Vec<f32> = (0..one.input_len() * 5)
+                .map(|i| ((i as f32) * 0.013).sin() * 3.0)
+                .collect();
+            let (mut ya, mut yb) = (
+                vec![0.0; one.output_len() * 5],
+                vec![0.0; one.output_len() * 5],
+            );
+            one.run(&xs, &mut ya, 5).unwrap();
+            many.run(&xs, &mut yb, 5).unwrap();
+            assert!(ya.iter().any(|v| *v != 0.0));
+            assert_eq!(bits(&ya), bits(&yb), "{streams} streams");
+        }
     }
 }

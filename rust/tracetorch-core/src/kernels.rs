@@ -3,9 +3,12 @@
 //! sizes from the plan, never allocates and never fails. The arithmetic-heavy
 //! ones (linear, convolution) run on the SIMD kernels of [`crate::simd`].
 
+use std::ops::Range;
+
 use pulp::{Simd, WithSimd};
 
 use crate::simd::{load, store, Kernels, Panels, Start};
+use crate::team::{share_start, Shares, Team};
 
 /// An event-driven step skips the inactive inputs; it pays off below this
 /// fraction of active inputs (above it, the dense path computes several
@@ -13,9 +16,11 @@ use crate::simd::{load, store, Kernels, Panels, Start};
 const EVENT_DENSITY: f32 = 0.75;
 
 /// `y[r, :] = x[r, :] W^T + b` for every row `r`, with `weight_t` as
-/// `[inp, out]` in column panels ([`crate::simd::to_panels`]). With `events` (the input is spikes), a row with few
-/// non-zero inputs adds only their weight rows; `active` holds their indices
-/// (at least `inp` long).
+/// `[inp, out]` in column panels ([`crate::simd::to_panels`]), computing
+/// only the outputs in `cols` (`y` is `[rows, cols.len()]`; see
+/// [`Kernels::outer_accumulate`]). With `events` (the input is spikes), a
+/// row with few non-zero inputs adds only their weight rows; `active` holds
+/// their indices (at least `inp` long).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear(
     k: &Kernels,
@@ -25,17 +30,18 @@ pub(crate) fn linear(
     bias: Option<&[f32]>,
     inp: usize,
     out: usize,
+    cols: Range<usize>,
     events: bool,
     active: &mut [u32],
 ) {
     let start = bias.map_or(Start::Zero, Start::Column);
     let weights = Panels::packed(weight_t, out);
-    if !events || inp == 0 {
-        k.outer_accumulate(y, start, x, weights, inp, out, None);
+    if !events || inp == 0 || cols.is_empty() {
+        k.outer_accumulate(y, start, x, weights, inp, cols, None);
         return;
     }
     let limit = (inp as f32 * EVENT_DENSITY) as usize;
-    for (xr, yr) in x.chunks_exact(inp).zip(y.chunks_exact_mut(out)) {
+    for (xr, yr) in x.chunks_exact(inp).zip(y.chunks_exact_mut(cols.len())) {
         // A bit mask per 32 inputs (the compare vectorizes), then one pass
         // per set bit: a branch per input would mispredict on random spikes.
         let mut nnz = 0;
@@ -51,21 +57,21 @@ pub(crate) fn linear(
             }
         }
         let active = (nnz <= limit).then_some(&active[..nnz]);
-        k.outer_accumulate(yr, start, xr, weights, inp, out, active);
+        k.outer_accumulate(yr, start, xr, weights, inp, cols.clone(), active);
     }
 }
 
 /// Layers doing fewer multiply-adds than this per step run on one thread:
-/// handing work to the pool and back costs tens of microseconds on a busy
-/// machine (measured: splitting the 64x64 layers of 256 sensor streams made
-/// the step 1.8x slower), about what 2^21 multiply-adds take.
-pub(crate) const PARALLEL_WORK: usize = 1 << 21;
+/// below it the hand-over to the team and back costs more than it saves.
+pub(crate) const PARALLEL_WORK: usize = 1 << 15;
 
-/// Runs `f` over rows of `x` (`xw` floats each) and `y` (`yw` each), split
-/// into contiguous shares run in parallel (rayon), one per scratch, when
-/// there are several rows and `row_work * rows` is worth it. Shares never
-/// split a row, so every row is computed exactly as on one thread.
+/// Runs `f` over rows of `x` (`xw` floats each) and `y` (`yw` each), in
+/// contiguous shares spread over the team, each with its thread's scratch,
+/// when there are several rows and `row_work * rows` is worth it. Shares
+/// never split a row, so every row is computed exactly as on one thread.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn split_rows<S: Send, F>(
+    team: &mut Team,
     x: &[f32],
     xw: usize,
     y: &mut [f32],
@@ -76,35 +82,63 @@ pub(crate) fn split_rows<S: Send, F>(
 ) where
     F: Fn(&[f32], &mut [f32], &mut S) + Sync,
 {
-    fn go<S: Send, F>(x: &[f32], xw: usize, y: &mut [f32], yw: usize, scratch: &mut [S], f: &F)
-    where
-        F: Fn(&[f32], &mut [f32], &mut S) + Sync,
-    {
-        let rows = y.len().checked_div(yw).unwrap_or(0);
-        if scratch.len() < 2 || rows < 2 {
-            f(x, y, &mut scratch[0]);
-            return;
-        }
-        let half = scratch.len() / 2;
-        let split = first_share(rows, scratch.len());
-        let (xa, xb) = x.split_at(split * xw);
-        let (ya, yb) = y.split_at_mut(split * yw);
-        let (sa, sb) = scratch.split_at_mut(half);
-        rayon::join(|| go(xa, xw, ya, yw, sa, f), || go(xb, xw, yb, yw, sb, f));
-    }
     let rows = y.len().checked_div(yw).unwrap_or(0);
-    if rows.saturating_mul(row_work) < PARALLEL_WORK {
-        f(x, y, &mut scratch[0]);
-    } else {
-        go(x, xw, y, yw, scratch, &f);
+    let parts = team.threads().min(rows);
+    if parts < 2 || rows.saturating_mul(row_work) < PARALLEL_WORK {
+        return f(x, y, &mut scratch[0]);
     }
+    assert!(scratch.len() >= team.threads(), "a scratch per thread");
+    let ys = Shares::new(y);
+    let scratch = Shares::new(scratch);
+    team.run(parts, &|part, thread| {
+        let (a, b) = (
+            share_start(rows, parts, part),
+            share_start(rows, parts, part + 1),
+        );
+        // SAFETY: the shares take disjoint rows, and each thread its own scratch.
+        let (y, s) = unsafe { (ys.range(a * yw..b * yw), scratch.range(thread..thread + 1)) };
+        f(&x[a * xw..b * xw], y, &mut s[0]);
+    });
 }
 
-/// Rows of the first half when `rows` (at least 2) are shared by `parts`
-/// threads split in two halves of `parts / 2` and the rest: proportional,
-/// and never an empty half.
-pub(crate) fn first_share(rows: usize, parts: usize) -> usize {
-    (rows * (parts / 2) / parts).max(1)
+/// A one-row layer doing fewer multiply-adds than this per step runs on one
+/// thread (see [`split_columns`]).
+pub(crate) const COLUMN_WORK: usize = 1 << 15;
+
+/// Runs `f(cols, y[cols], scratch)` over contiguous column ranges of a
+/// one-row `y`, spread over the team, when `work` is worth it. Ranges are cut
+/// at multiples of `block` (see [`Kernels::column_block`]), so that every
+/// column is computed exactly as by one call over all of them.
+pub(crate) fn split_columns<S: Send, F>(
+    team: &mut Team,
+    y: &mut [f32],
+    block: usize,
+    scratch: &mut [S],
+    work: usize,
+    f: F,
+) where
+    F: Fn(Range<usize>, &mut [f32], &mut S) + Sync,
+{
+    let n = y.len();
+    let blocks = n / block.max(1);
+    let parts = team.threads().min(blocks);
+    if parts < 2 || work < COLUMN_WORK {
+        return f(0..n, y, &mut scratch[0]);
+    }
+    assert!(scratch.len() >= team.threads(), "a scratch per thread");
+    let ys = Shares::new(y);
+    let scratch = Shares::new(scratch);
+    team.run(parts, &|part, thread| {
+        let first = share_start(blocks, parts, part) * block;
+        // The last share takes the columns past the last whole block.
+        let end = match part + 1 == parts {
+            true => n,
+            false => share_start(blocks, parts, part + 1) * block,
+        };
+        // SAFETY: the shares take disjoint columns, and each thread its own scratch.
+        let (y, s) = unsafe { (ys.range(first..end), scratch.range(thread..thread + 1)) };
+        f(first..end, y, &mut s[0]);
+    });
 }
 
 /// Geometry of a 2-d convolution or pooling window over `[C, H, W]` samples
@@ -309,7 +343,7 @@ pub(crate) fn conv2d(
                 &weight[rows.start * kdim..rows.end * kdim],
                 Panels::plain(col, out_plane),
                 kdim,
-                out_plane,
+                0..out_plane,
                 None,
             );
         }
@@ -536,13 +570,24 @@ mod tests {
             for events in [false, true] {
                 let mut y = [f32::NAN; 9];
                 let mut active = [0u32; 2];
-                linear(k, &x, &mut y, &wt, Some(&b), 2, 3, events, &mut active);
+                linear(
+                    k,
+                    &x,
+                    &mut y,
+                    &wt,
+                    Some(&b),
+                    2,
+                    3,
+                    0..3,
+                    events,
+                    &mut active,
+                );
                 assert_eq!(y, expected, "{}", k.isa());
             }
             // The event-driven row really took the sparse path: one active input.
             let mut active = [9u32; 2];
             let mut y = [0.0; 3];
-            linear(k, &x[4..], &mut y, &wt, None, 2, 3, true, &mut active);
+            linear(k, &x[4..], &mut y, &wt, None, 2, 3, 0..3, true, &mut active);
             assert_eq!((y, active[0]), ([2.0, 4.0, 6.0], 1));
         });
     }

@@ -33,6 +33,7 @@ mod neuron;
 mod plan;
 mod rng;
 mod simd;
+mod team;
 #[cfg(test)]
 mod testutil;
 

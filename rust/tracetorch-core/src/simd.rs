@@ -8,6 +8,7 @@
 //! behind `#[target_feature]` and picks one at run time.
 
 use pulp::{Arch, MemMask, Simd, WithSimd};
+use std::ops::Range;
 
 use crate::error::{Error, Result};
 
@@ -145,6 +146,10 @@ impl Kernels {
     /// (`[rows, n]`), `y[m, :] = start + Σ_k a[m, k] · b[k, :]`, where `a` is
     /// `[rows, k]`, `b` is `[k, n]` (plain or in panels), and only the `k`
     /// listed in `active` are summed (all of them when `active` is `None`).
+    ///
+    /// Only the columns in `cols` are computed, `y` holding just those
+    /// (`[rows, cols.len()]`). A range cut at multiples of
+    /// [`Kernels::column_block`] gets the bits of the whole product.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn outer_accumulate(
         &self,
@@ -153,10 +158,10 @@ impl Kernels {
         a: &[f32],
         b: Panels<'_>,
         k: usize,
-        n: usize,
+        cols: Range<usize>,
         active: Option<&[u32]>,
     ) {
-        if n == 0 {
+        if cols.is_empty() {
             return;
         }
         self.arch.dispatch(Outer {
@@ -166,10 +171,18 @@ impl Kernels {
                 a,
                 b,
                 k,
-                n,
+                first: cols.start,
+                end: cols.end,
                 active,
             },
         })
+    }
+
+    /// Columns of the widest register tile: column ranges of
+    /// [`Kernels::outer_accumulate`] cut at its multiples keep every
+    /// column's order of operations.
+    pub(crate) fn column_block(&self) -> usize {
+        COL_BLOCK * self.isa.lanes()
     }
 }
 
@@ -256,7 +269,9 @@ struct Operands<'a> {
     a: &'a [f32],
     b: Panels<'a>,
     k: usize,
-    n: usize,
+    /// The columns computed, `first..end`; `y` holds only those.
+    first: usize,
+    end: usize,
     active: Option<&'a [u32]>,
 }
 
@@ -273,7 +288,7 @@ impl WithSimd for Outer<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let Outer { y, o } = self;
-        let rows = y.len() / o.n;
+        let rows = y.len() / (o.end - o.first);
         let mut m = 0;
         while m < rows {
             if o.active.is_none() && rows - m >= ROW_GROUP {
@@ -291,8 +306,8 @@ impl WithSimd for Outer<'_> {
 #[inline(always)]
 fn row_tile<S: Simd, const R: usize>(simd: S, o: Operands<'_>, y: &mut [f32], m: usize) {
     let lanes = S::F32_LANES;
-    let mut c = 0;
-    while c + COL_BLOCK * lanes <= o.n {
+    let mut c = o.first;
+    while c + COL_BLOCK * lanes <= o.end {
         tile::<S, R, COL_BLOCK, 1>(simd, o, y, m, c, false);
         c += COL_BLOCK * lanes;
     }
@@ -302,11 +317,11 @@ fn row_tile<S: Simd, const R: usize>(simd: S, o: Operands<'_>, y: &mut [f32], m:
     // parts instead, as many as the registers allow. The split depends on
     // the instruction set only, never on `R` or on the thread, so every row
     // gets the same bits however streams are grouped.
-    while c + lanes <= o.n {
+    while c + lanes <= o.end {
         narrow_tile::<S, R>(simd, o, y, m, c, false);
         c += lanes;
     }
-    if c < o.n {
+    if c < o.end {
         narrow_tile::<S, R>(simd, o, y, m, c, true);
     }
 }
@@ -344,7 +359,7 @@ fn tile<S: Simd, const R: usize, const V: usize, const P: usize>(
     partial: bool,
 ) {
     let lanes = S::F32_LANES;
-    let width = if partial { o.n - c } else { V * lanes };
+    let width = if partial { o.end - c } else { V * lanes };
     let zero = simd.splat_f32s(0.0);
     let mut acc = [[[zero; V]; R]; P];
     for (r, acc_r) in acc[0].iter_mut().enumerate() {
@@ -407,7 +422,7 @@ fn tile<S: Simd, const R: usize, const V: usize, const P: usize>(
     }
     for (r, acc_r) in acc[0].iter().enumerate() {
         for (j, a) in acc_r.iter().enumerate() {
-            let base = (m + r) * o.n + c;
+            let base = (m + r) * (o.end - o.first) + c - o.first;
             store(
                 simd,
                 &mut y[base + j * lanes..base + width.min((j + 1) * lanes)],
@@ -565,13 +580,13 @@ mod tests {
                                 Start::Column(&cols)
                             };
                             let plain = Panels::plain(&b, n);
-                            k.outer_accumulate(&mut y, start, &a, plain, kdim, n, active);
-                            scalar.outer_accumulate(&mut ys, start, &a, plain, kdim, n, active);
+                            k.outer_accumulate(&mut y, start, &a, plain, kdim, 0..n, active);
+                            scalar.outer_accumulate(&mut ys, start, &a, plain, kdim, 0..n, active);
                             // The panel layout gives the same sums in the same order.
                             let packed = to_panels(&b, kdim, n);
                             let mut yp = vec![f32::NAN; rows * n];
                             let bp = Panels::packed(&packed, n);
-                            k.outer_accumulate(&mut yp, start, &a, bp, kdim, n, active);
+                            k.outer_accumulate(&mut yp, start, &a, bp, kdim, 0..n, active);
                             assert_eq!(bits(&y), bits(&yp), "{isa} panels");
                             for m in 0..rows {
                                 for c in 0..n {
@@ -600,11 +615,19 @@ mod tests {
                 let bias = random(&mut rng, n);
                 let mut all = vec![f32::NAN; 5 * n];
                 let start = Start::Column(&bias);
-                k.outer_accumulate(&mut all, start, &a, Panels::packed(&b, n), kdim, n, None);
+                k.outer_accumulate(&mut all, start, &a, Panels::packed(&b, n), kdim, 0..n, None);
                 for m in 0..5 {
                     let mut one = vec![f32::NAN; n];
                     let row = &a[m * kdim..(m + 1) * kdim];
-                    k.outer_accumulate(&mut one, start, row, Panels::packed(&b, n), kdim, n, None);
+                    k.outer_accumulate(
+                        &mut one,
+                        start,
+                        row,
+                        Panels::packed(&b, n),
+                        kdim,
+                        0..n,
+                        None,
+                    );
                     assert_eq!(
                         bits(&one),
                         bits(&all[m * n..(m + 1) * n]),
@@ -615,13 +638,13 @@ mod tests {
             // From zero, and from one value per column (lengths past a block).
             let mut y = [f32::NAN; 3];
             let b = Panels::plain(&[1.0, 2.0, 3.0], 3);
-            k.outer_accumulate(&mut y, Start::Zero, &[2.0], b, 1, 3, None);
+            k.outer_accumulate(&mut y, Start::Zero, &[2.0], b, 1, 0..3, None);
             assert_eq!(y, [2.0, 4.0, 6.0]);
             let col: Vec<f32> = (0..131).map(|v| v as f32).collect();
             let ones = vec![1.0; 131];
             let mut y = vec![f32::NAN; 131];
             let b = Panels::plain(&ones, 131);
-            k.outer_accumulate(&mut y, Start::Column(&col), &[0.5], b, 1, 131, None);
+            k.outer_accumulate(&mut y, Start::Column(&col), &[0.5], b, 1, 0..131, None);
             assert!(y.iter().zip(&col).all(|(a, b)| *a == b + 0.5), "{isa}");
         }
     }

@@ -2,9 +2,8 @@
 //! steps of a model that uses every op kind and every neuron feature.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
@@ -15,12 +14,12 @@ struct Counting;
 
 static EVENTS: AtomicUsize = AtomicUsize::new(0);
 
-thread_local! {
-    static WATCHING: Cell<bool> = const { Cell::new(false) };
-}
+/// Set while watching: allocations on every thread count, the engine's
+/// workers included (this file's only test runs alone).
+static WATCHING: AtomicBool = AtomicBool::new(false);
 
 fn note() {
-    if WATCHING.try_with(Cell::get).unwrap_or(false) {
+    if WATCHING.load(Ordering::SeqCst) {
         EVENTS.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -47,12 +46,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Counts allocator calls made by `f` on this thread.
+/// Counts allocator calls made while `f` runs, on any thread.
 fn allocations(f: impl FnOnce()) -> usize {
     let before = EVENTS.load(Ordering::SeqCst);
-    WATCHING.with(|w| w.set(true));
+    WATCHING.store(true, Ordering::SeqCst);
     f();
-    WATCHING.with(|w| w.set(false));
+    WATCHING.store(false, Ordering::SeqCst);
     EVENTS.load(Ordering::SeqCst) - before
 }
 
@@ -327,12 +326,22 @@ fn every_op_model() -> Vec<u8> {
         json!({}),
     );
     f.node("flat", "reshape", &["ms"], &[90], json!({}), json!({}));
-    let lw = f.t("fc.weight", &[5, 90], -0.3, 0.3);
+    // Wide enough to be shared by threads, by columns for a single stream.
+    let ww = f.t("wide.weight", &[384, 90], -0.3, 0.3);
+    f.node(
+        "wide",
+        "linear",
+        &["flat"],
+        &[384],
+        json!({}),
+        json!({"weight": ww}),
+    );
+    let lw = f.t("fc.weight", &[5, 384], -0.1, 0.1);
     let lb = f.t("fc.bias", &[5], -0.1, 0.1);
     f.node(
         "fc",
         "linear",
-        &["flat"],
+        &["wide"],
         &[5],
         json!({}),
         json!({"weight": lw, "bias": lb}),
@@ -385,29 +394,38 @@ fn every_op_model() -> Vec<u8> {
 #[test]
 fn step_and_run_do_not_allocate() {
     let bytes = every_op_model();
-    let streams = 3;
-    let mut engine = Engine::new(&bytes, streams).expect("the test model is valid");
-    assert_eq!(engine.output_shape(), [5]);
-    let input: Vec<f32> = (0..engine.input_len() * 4)
-        .map(|i| ((i as f32) * 0.731).sin() * 2.0)
-        .collect();
-    let n = engine.input_len();
-    let mut output = vec![0.0f32; engine.output_len()];
-    let mut outputs = vec![0.0f32; engine.output_len() * 4];
+    // On 2 threads the heavy layers are shared by the team: by streams, or
+    // a single stream's linear layers by columns.
+    for (streams, threads) in [(3, 1), (1, 2), (3, 2), (64, 2)] {
+        let mut engine = Engine::new(&bytes, streams).expect("the test model is valid");
+        engine.set_threads(threads);
+        // Long enough for idle workers to sleep: the first step wakes them.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(engine.output_shape(), [5]);
+        let input: Vec<f32> = (0..engine.input_len() * 4)
+            .map(|i| ((i as f32) * 0.731).sin() * 2.0)
+            .collect();
+        let n = engine.input_len();
+        let mut output = vec![0.0f32; engine.output_len()];
+        let mut outputs = vec![0.0f32; engine.output_len() * 4];
 
-    let count = allocations(|| {
-        for t in 0..200 {
-            let x = &input[(t % 4) * n..(t % 4 + 1) * n];
-            engine.step(x, &mut output).unwrap();
-        }
-        engine.run(&input, &mut outputs, 4).unwrap();
-        engine.reset_stream(1).unwrap();
-        engine.reset_all();
-        engine.seed(9);
-        engine.step(&input[..n], &mut output).unwrap();
-    });
-    assert_eq!(count, 0, "step/run/reset allocated {count} times");
-    assert!(output.iter().all(|v| v.is_finite()));
-    // The watcher works: a snapshot allocates.
-    assert!(allocations(|| drop(engine.snapshot())) > 0);
+        let count = allocations(|| {
+            for t in 0..200 {
+                let x = &input[(t % 4) * n..(t % 4 + 1) * n];
+                engine.step(x, &mut output).unwrap();
+            }
+            engine.run(&input, &mut outputs, 4).unwrap();
+            engine.reset_stream(streams - 1).unwrap();
+            engine.reset_all();
+            engine.seed(9);
+            engine.step(&input[..n], &mut output).unwrap();
+        });
+        assert_eq!(
+            count, 0,
+            "{streams} streams, {threads} threads: {count} allocations"
+        );
+        assert!(output.iter().all(|v| v.is_finite()));
+        // The watcher works: a snapshot allocates.
+        assert!(allocations(|| drop(engine.snapshot())) > 0);
+    }
 }

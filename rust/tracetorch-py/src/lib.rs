@@ -540,7 +540,7 @@ impl PyEngine {
         self.lock().engine.isa().name()
     }
 
-    /// Threads that may share the heavy layers of a step (they split the streams).
+    /// Threads that share the heavy layers of a step (see `Engine::threads` of the core).
     #[getter]
     fn threads(&self) -> usize {
         self.lock().engine.threads()
