@@ -15,6 +15,22 @@ use crate::team::{share_start, Shares, Team};
 /// streams per pass over the weights and reads no index list).
 const EVENT_DENSITY: f32 = 0.75;
 
+/// What an active input costs the event-driven path beyond the dense one,
+/// in vectors of outputs: its index, its address and a prefetch. An input
+/// costs the dense path a vector per `lanes` outputs, so narrow layers pay
+/// off only when few inputs are active (measured on AVX2: 1024-16 breaks
+/// even at ~20% active inputs, 64-64 below 50%, 1024-1024 near 80%).
+const EVENT_OVERHEAD: f32 = 10.0;
+
+/// The largest fraction of active inputs for which a linear layer with
+/// `out` outputs takes the event-driven path, for vectors of `lanes`. It
+/// depends on the whole layer, never on a share of its columns, so that
+/// threads make the decision one thread would.
+fn event_density(out: usize, lanes: usize) -> f32 {
+    let vectors = out.div_ceil(lanes) as f32;
+    (vectors / (vectors + EVENT_OVERHEAD)).min(EVENT_DENSITY)
+}
+
 /// `y[r, :] = x[r, :] W^T + b` for every row `r`, with `weight_t` as
 /// `[inp, out]` in column panels ([`crate::simd::to_panels`]), computing
 /// only the outputs in `cols` (`y` is `[rows, cols.len()]`; see
@@ -40,12 +56,40 @@ pub(crate) fn linear(
         k.outer_accumulate(y, start, x, weights, inp, cols, None);
         return;
     }
-    let limit = (inp as f32 * EVENT_DENSITY) as usize;
+    let limit = (inp as f32 * event_density(out, k.isa().lanes())) as usize;
     for (xr, yr) in x.chunks_exact(inp).zip(y.chunks_exact_mut(cols.len())) {
-        // A bit mask per 32 inputs (the compare vectorizes), then one pass
-        // per set bit: a branch per input would mispredict on random spikes.
+        let active = k.dispatch(ActiveInputs {
+            x: xr,
+            active,
+            limit,
+        });
+        k.outer_accumulate(yr, start, xr, weights, inp, cols.clone(), active);
+    }
+}
+
+/// The indices of the non-zero entries of `x`, written to the front of
+/// `active` (at least `x.len()` long), if there are at most `limit`.
+struct ActiveInputs<'a> {
+    x: &'a [f32],
+    active: &'a mut [u32],
+    limit: usize,
+}
+
+impl<'a> WithSimd for ActiveInputs<'a> {
+    type Output = Option<&'a [u32]>;
+
+    /// A count first (it vectorizes), so that a dense row costs no index
+    /// list (1024-16 at half its inputs active: 1.4 -> 0.7 us); then a bit
+    /// mask per 32 inputs and one pass per set bit: a branch per input would
+    /// mispredict on random spikes.
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) -> Option<&'a [u32]> {
+        let ActiveInputs { x, active, limit } = self;
+        if x.iter().filter(|v| **v != 0.0).count() > limit {
+            return None;
+        }
         let mut nnz = 0;
-        for (c, chunk) in xr.chunks(32).enumerate() {
+        for (c, chunk) in x.chunks(32).enumerate() {
             let mut mask = chunk
                 .iter()
                 .enumerate()
@@ -56,8 +100,7 @@ pub(crate) fn linear(
                 mask &= mask - 1;
             }
         }
-        let active = (nnz <= limit).then_some(&active[..nnz]);
-        k.outer_accumulate(yr, start, xr, weights, inp, cols.clone(), active);
+        Some(&active[..nnz])
     }
 }
 
@@ -584,12 +627,49 @@ mod tests {
                 );
                 assert_eq!(y, expected, "{}", k.isa());
             }
-            // The event-driven row really took the sparse path: one active input.
-            let mut active = [9u32; 2];
+            // A row with one active input of 64 takes the sparse path (it
+            // lists the input); one with half of them active, even for 3
+            // outputs, the dense path (it lists nothing).
+            let w: Vec<f32> = (0..3 * 64).map(|i| i as f32).collect(); // [3, 64]
+            let wt = crate::simd::to_panels(&transpose(&w, 3, 64), 64, 3);
+            let mut x = [0.0f32; 64];
+            x[37] = 1.0;
+            let mut active = [99u32; 64];
             let mut y = [0.0; 3];
-            linear(k, &x[4..], &mut y, &wt, None, 2, 3, 0..3, true, &mut active);
-            assert_eq!((y, active[0]), ([2.0, 4.0, 6.0], 1));
+            linear(k, &x, &mut y, &wt, None, 64, 3, 0..3, true, &mut active);
+            assert_eq!((y, active[0]), ([37.0, 64.0 + 37.0, 128.0 + 37.0], 37));
+            let half: Vec<f32> = (0..64).map(|i| f32::from(i % 2 == 0)).collect();
+            let mut active = [99u32; 64];
+            linear(k, &half, &mut y, &wt, None, 64, 3, 0..3, true, &mut active);
+            assert_eq!(active[0], 99);
+            let even = |row: usize| {
+                (0..64)
+                    .step_by(2)
+                    .map(|i| (row * 64 + i) as f32)
+                    .sum::<f32>()
+            };
+            assert_eq!(y, [even(0), even(1), even(2)]);
         });
+    }
+
+    /// `[rows, cols]` to `[cols, rows]`.
+    fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        (0..cols * rows)
+            .map(|i| m[(i % rows) * cols + i / rows])
+            .collect()
+    }
+
+    /// The event-driven path pays off at lower activity the narrower the
+    /// layer, and never above `EVENT_DENSITY`.
+    #[test]
+    fn event_density_grows_with_the_width() {
+        let d: Vec<f32> = [4, 16, 64, 128, 1024, 4096]
+            .iter()
+            .map(|&n| event_density(n, 8))
+            .collect();
+        assert!(d.windows(2).all(|p| p[0] <= p[1]), "{d:?}");
+        assert!(d[1] < 0.2 && d[2] > 0.4 && d[4] == EVENT_DENSITY, "{d:?}");
+        assert_eq!(event_density(0, 8), 0.0);
     }
 
     /// Every window shape against the definition, with integer values so

@@ -171,6 +171,7 @@ impl Kernels {
         // rest one at a time. Two dispatches, so that each compiles to a
         // function of its own: in one, the single-row loop ran 15-25% slower.
         let grouped = match active {
+            _ if narrow_layer(self.isa.lanes(), b.width) => 0,
             Some(_) => 0,
             None => {
                 let (g, h) = self.row_groups();
@@ -350,6 +351,28 @@ impl WithSimd for Single<'_> {
     fn with_simd<S: Simd>(self, simd: S) {
         let Single { y, o } = self;
         let n = o.end - o.first;
+        if narrow_layer(S::F32_LANES, o.b.width) {
+            // Every column in one tile, the sum over `k` in interleaved
+            // parts: eight independent sums (a 1024-16 layer waited on two).
+            // (Whole and partial widths apart, each with its own loop: a
+            // width known only at run time cost a branch per load.)
+            let lanes = S::F32_LANES;
+            for m in 0..y.len() / n {
+                // Packed panels are padded to 16 columns: their weights load
+                // as whole vectors, only the outputs are partial.
+                let c = o.first;
+                let padded = o.b.width >= 2 * lanes;
+                match n {
+                    _ if n == lanes => tile::<S, 1, 1, 8>(simd, o, y, m, c, false, true),
+                    _ if n < lanes && padded => tile::<S, 1, 1, 8>(simd, o, y, m, c, true, true),
+                    _ if n < lanes => tile::<S, 1, 1, 8>(simd, o, y, m, c, true, false),
+                    _ if n == 2 * lanes => tile::<S, 1, 2, 4>(simd, o, y, m, c, false, true),
+                    _ if padded => tile::<S, 1, 2, 4>(simd, o, y, m, c, true, true),
+                    _ => tile::<S, 1, 2, 4>(simd, o, y, m, c, true, false),
+                }
+            }
+            return;
+        }
         // A single row takes blocks of a whole panel on AVX2 (8 vectors, the
         // weights read straight into the multiply-adds): eight independent
         // sums keep both FMA units busy where four waited on their latency
@@ -364,6 +387,15 @@ impl WithSimd for Single<'_> {
             }
         }
     }
+}
+
+/// A layer of at most two AVX2 vectors of outputs (`b` panels that narrow,
+/// so it is never split into column ranges): its rows are never grouped,
+/// and each sums in interleaved parts (see [`Single`]). Two vectors are too
+/// few independent sums for one row, and grouping rows would not give them
+/// the bits of a row alone.
+fn narrow_layer(lanes: usize, panel_width: usize) -> bool {
+    lanes == 8 && panel_width <= 2 * lanes
 }
 
 /// Rows of a [`Grouped`] product: in groups of `G` rows, then of `H`
@@ -414,15 +446,15 @@ fn row_tile<S: Simd, const R: usize, const V: usize, const W: usize>(
     // `W`-vector blocks start at their own multiples, which never straddle
     // a panel's edge (panels are multiples of 64 columns, or one panel).
     while c % (W * lanes) != 0 && c + V * lanes <= cols.end {
-        tile::<S, R, V, 1>(simd, o, y, m, c, false);
+        tile::<S, R, V, 1>(simd, o, y, m, c, false, true);
         c += V * lanes;
     }
     while c + W * lanes <= cols.end {
-        tile::<S, R, W, 1>(simd, o, y, m, c, false);
+        tile::<S, R, W, 1>(simd, o, y, m, c, false, true);
         c += W * lanes;
     }
     while c + V * lanes <= cols.end {
-        tile::<S, R, V, 1>(simd, o, y, m, c, false);
+        tile::<S, R, V, 1>(simd, o, y, m, c, false, true);
         c += V * lanes;
     }
     // One vector per row is one chain of dependent multiply-adds, which
@@ -452,14 +484,15 @@ fn narrow_tile<S: Simd, const R: usize>(
     partial: bool,
 ) {
     if S::F32_LANES >= 16 {
-        tile::<S, R, 1, 4>(simd, o, y, m, c, partial);
+        tile::<S, R, 1, 4>(simd, o, y, m, c, partial, !partial);
     } else {
-        tile::<S, R, 1, 2>(simd, o, y, m, c, partial);
+        tile::<S, R, 1, 2>(simd, o, y, m, c, partial, !partial);
     }
 }
 
 /// An `R` rows x `V` vectors tile of a [`Kernels::outer_accumulate`] product at column `c`,
-/// accumulated in registers; `partial` for the last, incomplete vector. The
+/// accumulated in registers; `partial` for the last, incomplete vector, whose
+/// weights still load as whole vectors with `b_whole` (padded panels). The
 /// sum over `k` runs as `P` interleaved partial sums (term `i` of the sum
 /// goes to part `i % P`), added pairwise at the end.
 /// (Plain functions, no closures, in the hot loop: closures are not always
@@ -472,9 +505,12 @@ fn tile<S: Simd, const R: usize, const V: usize, const P: usize>(
     m: usize,
     c: usize,
     partial: bool,
+    b_whole: bool,
 ) {
     let lanes = S::F32_LANES;
     let width = if partial { o.end - c } else { V * lanes };
+    // Callers pass constants: each combination compiles to a loop of its own.
+    let b_width = if b_whole { V * lanes } else { width };
     let zero = simd.splat_f32s(0.0);
     let mut acc = [[[zero; V]; R]; P];
     for (r, acc_r) in acc[0].iter_mut().enumerate() {
@@ -493,7 +529,7 @@ fn tile<S: Simd, const R: usize, const V: usize, const P: usize>(
     // quarter of the time of a 6-row tile): every `b` row it may read is in
     // bounds, checked once here, and every term index below `o.k`.
     let last_read =
-        (o.k.saturating_sub(1).checked_mul(stride)).and_then(|v| v.checked_add(base + width));
+        (o.k.saturating_sub(1).checked_mul(stride)).and_then(|v| v.checked_add(base + b_width));
     assert!(o.k == 0 || last_read.is_some_and(|end| end <= b.len()));
     match o.active {
         Some(idx) => {
@@ -502,12 +538,12 @@ fn tile<S: Simd, const R: usize, const V: usize, const P: usize>(
             for chunk in parts.by_ref() {
                 for (part, &kk) in acc.iter_mut().zip(chunk) {
                     if let Some(&ahead) = idx.get(i + PREFETCH_AHEAD) {
-                        prefetch(b, base + ahead as usize * stride, width);
+                        prefetch(b, base + ahead as usize * stride, b_width);
                     }
                     let kk = kk as usize;
                     assert!(kk < o.k);
                     // SAFETY: `kk < o.k` (just checked, and above).
-                    unsafe { accumulate(simd, part, &rows, b, kk, base + kk * stride, width) };
+                    unsafe { accumulate(simd, part, &rows, b, kk, base + kk * stride, b_width) };
                     i += 1;
                 }
             }
@@ -515,7 +551,7 @@ fn tile<S: Simd, const R: usize, const V: usize, const P: usize>(
                 let kk = kk as usize;
                 assert!(kk < o.k);
                 // SAFETY: as above.
-                unsafe { accumulate(simd, part, &rows, b, kk, base + kk * stride, width) };
+                unsafe { accumulate(simd, part, &rows, b, kk, base + kk * stride, b_width) };
             }
         }
         None => {
@@ -524,12 +560,12 @@ fn tile<S: Simd, const R: usize, const V: usize, const P: usize>(
                 for (p, part) in acc.iter_mut().enumerate() {
                     let kk = kk + p;
                     // SAFETY: `kk < whole <= o.k`, and the check above.
-                    unsafe { accumulate(simd, part, &rows, b, kk, base + kk * stride, width) };
+                    unsafe { accumulate(simd, part, &rows, b, kk, base + kk * stride, b_width) };
                 }
             }
             for (part, kk) in acc.iter_mut().zip(whole..o.k) {
                 // SAFETY: `kk < o.k`, and the check above.
-                unsafe { accumulate(simd, part, &rows, b, kk, base + kk * stride, width) };
+                unsafe { accumulate(simd, part, &rows, b, kk, base + kk * stride, b_width) };
             }
         }
     }
