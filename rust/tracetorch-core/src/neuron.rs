@@ -796,7 +796,8 @@ struct NeuronPass<'a> {
 #[allow(clippy::too_many_arguments)]
 fn lane<S: Simd, T: Traces>(
     o: Ops<S>,
-    layer: &NeuronLayer,
+    spec: &NeuronSpec,
+    fire: &Fire,
     rng: &mut Rng,
     p: impl Fn(usize) -> S::f32s,
     span: std::ops::Range<usize>,
@@ -819,7 +820,7 @@ fn lane<S: Simd, T: Traces>(
         simd.partial_load_f32s(&u[..S::F32_LANES])
     };
     let xv = load(simd, &x[span.clone()]);
-    let y = update::<S, T>(o, &layer.spec, &layer.fire, p, &mut uniform, &mut s, xv);
+    let y = update::<S, T>(o, spec, fire, p, &mut uniform, &mut s, xv);
     store(simd, &mut out[span.clone()], y);
     for k in 0..NSLOT {
         if T::uses(k) {
@@ -854,23 +855,42 @@ impl<T: Traces> WithSimd for Sweep<'_, T> {
         if block == 0 {
             return;
         }
+        // Local copies: held in registers and tested once, where fields read
+        // through the layer were reloaded and tested for every vector.
+        let (spec, fire) = (layer.spec, layer.fire);
+        let (spec, fire) = (&spec, &fire);
+        // Whole vectors in one loop, the partial one after it: a span whose
+        // length is known when compiling loads and stores with no tests.
+        let whole = |n: usize| n - n % lanes;
         for r in 0..x.len() / block {
             if inner == 1 {
                 // Parameters vary from lane to lane: load them by column.
-                for c in (0..c_len).step_by(lanes) {
-                    let end = (c + lanes).min(c_len);
-                    let p = |k: usize| load(simd, &layer.columns[k][c..end]);
-                    let span = r * c_len + c..r * c_len + end;
-                    lane::<S, T>(o, layer, rng, p, span, x, out, &mut states);
+                let columns = &layer.columns;
+                let base = r * c_len;
+                for c in (0..whole(c_len)).step_by(lanes) {
+                    let p = |k: usize| load(simd, &columns[k][c..c + lanes]);
+                    let span = base + c..base + c + lanes;
+                    lane::<S, T>(o, spec, fire, rng, p, span, x, out, &mut states);
+                }
+                let c = whole(c_len);
+                if c < c_len {
+                    let p = |k: usize| load(simd, &columns[k][c..c_len]);
+                    let span = base + c..base + c_len;
+                    lane::<S, T>(o, spec, fire, rng, p, span, x, out, &mut states);
                 }
             } else {
                 // One channel's parameters, broadcast over its positions.
                 for (c, row) in layer.params.iter().enumerate() {
                     let p = |k: usize| simd.splat_f32s(row[k]);
                     let base = (r * c_len + c) * inner;
-                    for j in (0..inner).step_by(lanes) {
-                        let span = base + j..base + (j + lanes).min(inner);
-                        lane::<S, T>(o, layer, rng, p, span, x, out, &mut states);
+                    for j in (0..whole(inner)).step_by(lanes) {
+                        let span = base + j..base + j + lanes;
+                        lane::<S, T>(o, spec, fire, rng, p, span, x, out, &mut states);
+                    }
+                    let j = whole(inner);
+                    if j < inner {
+                        let span = base + j..base + inner;
+                        lane::<S, T>(o, spec, fire, rng, p, span, x, out, &mut states);
                     }
                 }
             }
