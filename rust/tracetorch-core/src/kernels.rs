@@ -533,9 +533,9 @@ pub(crate) fn binary(a: &[f32], b: &[f32], y: &mut [f32], op: Binary) {
 }
 
 /// Concatenation: for each of the `rows` outer blocks, copies each input's
-/// chunk (`chunks[i]` floats of `buffers[inputs[i]]`) in order.
-pub(crate) fn cat<B: AsRef<[f32]>>(
-    buffers: &[B],
+/// chunk (`chunks[i]` floats of `buffer(inputs[i])`) in order.
+pub(crate) fn cat<'a>(
+    buffer: impl Fn(usize) -> &'a [f32],
     inputs: &[usize],
     chunks: &[usize],
     y: &mut [f32],
@@ -544,7 +544,7 @@ pub(crate) fn cat<B: AsRef<[f32]>>(
     let mut pos = 0;
     for r in 0..rows {
         for (&i, &n) in inputs.iter().zip(chunks) {
-            let x = buffers[i].as_ref();
+            let x = buffer(i);
             y[pos..pos + n].copy_from_slice(&x[r * n..(r + 1) * n]);
             pos += n;
         }
@@ -905,7 +905,8 @@ mod tests {
         let a = [1.0, 2.0];
         let b = [3.0, 4.0, 5.0, 6.0];
         let mut c = [0.0; 6];
-        cat(&[&a[..], &b[..]], &[0, 1], &[1, 2], &mut c, 2);
+        let both = [&a[..], &b[..]];
+        cat(|i| both[i], &[0, 1], &[1, 2], &mut c, 2);
         assert_eq!(c, [1.0, 3.0, 4.0, 2.0, 5.0, 6.0]);
         // channel affine over [C=2, inner=2].
         let mut w = [0.0; 4];
