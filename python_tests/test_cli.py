@@ -96,6 +96,12 @@ def test_bench_table(capsys: pytest.CaptureFixture[str]) -> None:
     roof = lines[lines.index(next(x for x in lines if x.startswith("roofline of one step"))) + 2]
     assert roof.startswith("sensor ") and roof.split("|")[8].strip() in ("weights", "FMA")
     assert any(line.startswith("sensor ") and line.count("|") == 6 for line in lines)  # 256 streams
+    cores = next(i for i, x in enumerate(lines) if x.startswith("batch 1, the engine on"))
+    every = [cell.strip() for cell in lines[cores + 2].split("|")]
+    assert every[0] == "sensor" and len(every) == 6 and float(every[-1].rstrip("x")) > 0
+    for timing in every[1:5]:
+        median, p99 = (float(v) for v in timing.split("/"))
+        assert 0 < median <= p99, timing
     for activity in ("5%", "10%", "50%"):
         event = next(line for line in lines if line.strip().startswith(activity + " |"))
         assert float(event.split("|")[-1].strip().rstrip("x")) > 0

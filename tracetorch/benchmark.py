@@ -29,7 +29,10 @@ Table 2: throughput at 256 streams (steps x streams per second): PyTorch eager
 at batch 256 on one core, ONNX Runtime at batch 256 on every core, and the
 engine with ``streams=256`` on one core and on every core (``set_threads``).
 
-Table 3 (``events``): the event-driven path. A 1024-1024 linear layer fed by
+Table 3: batch 1 again, the engine on every core (``set_threads``: a single
+stream's linear layers split by output columns), against one core.
+
+Table 4 (``events``): the event-driven path. A 1024-1024 linear layer fed by
 hard spikes at 5%, 10% and 50% activity (a new random pattern every step),
 against the same layer fed by graded values (the dense path), per step in the
 pure-Rust loop.
@@ -512,6 +515,8 @@ class Latency:
     step: Timing
     run: float  # median only: one call for the whole sequence
     rust: Timing
+    step_all: Timing  # step() with set_threads(cores())
+    rust_all: Timing  # the Rust loop with set_threads(cores())
 
 
 def latency(
@@ -547,7 +552,11 @@ def latency(
     engine.run(xs)
     per_run = (time.perf_counter() - start) / len(xs) * 1e6
     rust = rust_loop(engine, rust_xs)
-    return Latency(eager, compiled, onnx, onnx_off, stepped, per_run, rust)
+    engine.set_threads(cores())  # one stream's linear layers split by columns
+    stepped_all = summary(timed(engine.step, xs))
+    engine.reset()
+    rust_all = rust_loop(engine, rust_xs)
+    return Latency(eager, compiled, onnx, onnx_off, stepped, per_run, rust, stepped_all, rust_all)
 
 
 LATENCY_HEADER = (
@@ -684,6 +693,8 @@ def model_tables(
     print()
     print_throughput(rates)
     print()
+    print_all_cores(latencies)
+    print()
     if ort:
         print_onnx_check(latencies, rates)
         print()
@@ -725,6 +736,20 @@ def print_throughput(rates: dict[str, Rates]) -> None:
         versus = f"{r.engine_all / r.onnx:>20.1f}x" if r.onnx else f"{'n/a':>21}"
         print(f"{name:<{NAME}} | {r.torch:>18.0f} | {onnx} | {r.engine_one:>14.0f} | "
               f"{r.engine_all:>15.0f} | {r.engine_one / r.torch:>19.1f}x | {versus}")  # fmt: skip
+
+
+def print_all_cores(latencies: dict[str, Latency]) -> None:
+    n = cores()
+    print(f"batch 1, the engine on {n} cores (set_threads({n}): a stream's linear layers "
+          "split by output columns; its workers spin between steps), us per step: "
+          "median / p99")  # fmt: skip
+    print(f"{'model':<{NAME}} | {'step(), 1 core':>14} | {f'step(), {n} cores':>15} | "
+          f"{'Rust, 1 core':>13} | {f'Rust, {n} cores':>14} | "
+          f"{f'eager/step, {n} cores':>20}")  # fmt: skip
+    for name, t in latencies.items():
+        print(f"{name:<{NAME}} | {pair(t.step, 2, 1):>14} | {pair(t.step_all, 2, 1):>15} | "
+              f"{pair(t.rust, 2, 1):>13} | {pair(t.rust_all, 2, 1):>14} | "
+              f"{t.eager[0] / t.step_all[0]:>19.1f}x")  # fmt: skip
 
 
 def print_onnx_check(latencies: dict[str, Latency], rates: dict[str, Rates]) -> None:
