@@ -207,6 +207,7 @@ impl Kernels {
     fn row_groups(&self) -> (usize, usize) {
         let rows = match self.isa {
             Isa::Avx2 => NARROW_TILE.0,
+            Isa::Scalar => SCALAR_TILE.0,
             _ => WIDE_TILE.0,
         };
         (rows, rows / 2)
@@ -218,6 +219,7 @@ impl Kernels {
     pub(crate) fn column_block(&self) -> usize {
         let vectors = match self.isa {
             Isa::Avx2 => NARROW_TILE.1,
+            Isa::Scalar => SCALAR_TILE.1,
             _ => WIDE_TILE.1,
         };
         vectors * self.isa.lanes()
@@ -328,6 +330,8 @@ struct Operands<'a> {
 /// there). The vectors must divide a panel's.
 const WIDE_TILE: (usize, usize) = (4, 4);
 const NARROW_TILE: (usize, usize) = (6, 2);
+/// The scalar tile: 8 + 4 + 1 of the 16 registers (4 x 4 spilled: 2x slower).
+const SCALAR_TILE: (usize, usize) = (2, 4);
 
 impl WithSimd for Grouped<'_> {
     type Output = ();
@@ -338,6 +342,8 @@ impl WithSimd for Grouped<'_> {
         // 8 lanes: AVX2, the only instruction set with 16 vector registers.
         if S::F32_LANES == 8 {
             groups::<S, { NARROW_TILE.0 }, { NARROW_TILE.0 / 2 }, { NARROW_TILE.1 }>(simd, o, y);
+        } else if S::F32_LANES == 1 {
+            groups::<S, { SCALAR_TILE.0 }, { SCALAR_TILE.0 / 2 }, { SCALAR_TILE.1 }>(simd, o, y);
         } else {
             groups::<S, { WIDE_TILE.0 }, { WIDE_TILE.0 / 2 }, { WIDE_TILE.1 }>(simd, o, y);
         }
@@ -628,7 +634,8 @@ unsafe fn accumulate<S: Simd, const R: usize, const V: usize>(
         // previous row's multiply-adds: hoisting all of them, as LLVM does
         // unprompted, holds R more registers and spilled AVX2's 6 x 2 tile
         // (784-128 at 256 streams: 1210 us with the hoist, 570 us without).
-        if R > 1 {
+        // Only there: the scalar tile ran 2x slower with it.
+        if R > 1 && S::F32_LANES == 8 {
             compiler_fence(Ordering::SeqCst);
         }
     }
