@@ -130,17 +130,39 @@ pub(crate) fn split_rows<S: Send, F>(
     if parts < 2 || rows.saturating_mul(row_work) < PARALLEL_WORK {
         return f(x, y, &mut scratch[0]);
     }
+    in_shares(team, y, rows, yw, parts, scratch, |r, y, s| {
+        f(&x[r.start * xw..r.end * xw], y, s)
+    });
+}
+
+/// Runs `f(units, y[units], scratch)` for `parts` contiguous shares of the
+/// `units` units of `width` floats of `y` (the last share also takes what
+/// lies past the last whole unit), spread over the team, each with its
+/// thread's scratch.
+fn in_shares<S: Send, F>(
+    team: &mut Team,
+    y: &mut [f32],
+    units: usize,
+    width: usize,
+    parts: usize,
+    scratch: &mut [S],
+    f: F,
+) where
+    F: Fn(Range<usize>, &mut [f32], &mut S) + Sync,
+{
     assert!(scratch.len() >= team.threads(), "a scratch per thread");
+    let len = y.len();
     let ys = Shares::new(y);
     let scratch = Shares::new(scratch);
     team.run(parts, &|part, thread| {
         let (a, b) = (
-            share_start(rows, parts, part),
-            share_start(rows, parts, part + 1),
+            share_start(units, parts, part),
+            share_start(units, parts, part + 1),
         );
-        // SAFETY: the shares take disjoint rows, and each thread its own scratch.
-        let (y, s) = unsafe { (ys.range(a * yw..b * yw), scratch.range(thread..thread + 1)) };
-        f(&x[a * xw..b * xw], y, &mut s[0]);
+        let end = if b == units { len } else { b * width };
+        // SAFETY: the shares take disjoint units, and each thread its own scratch.
+        let (y, s) = unsafe { (ys.range(a * width..end), scratch.range(thread..thread + 1)) };
+        f(a..b, y, &mut s[0]);
     });
 }
 
@@ -168,19 +190,9 @@ pub(crate) fn split_columns<S: Send, F>(
     if parts < 2 || work < COLUMN_WORK {
         return f(0..n, y, &mut scratch[0]);
     }
-    assert!(scratch.len() >= team.threads(), "a scratch per thread");
-    let ys = Shares::new(y);
-    let scratch = Shares::new(scratch);
-    team.run(parts, &|part, thread| {
-        let first = share_start(blocks, parts, part) * block;
-        // The last share takes the columns past the last whole block.
-        let end = match part + 1 == parts {
-            true => n,
-            false => share_start(blocks, parts, part + 1) * block,
-        };
-        // SAFETY: the shares take disjoint columns, and each thread its own scratch.
-        let (y, s) = unsafe { (ys.range(first..end), scratch.range(thread..thread + 1)) };
-        f(first..end, y, &mut s[0]);
+    in_shares(team, y, blocks, block, parts, scratch, |b, y, s| {
+        let first = b.start * block;
+        f(first..first + y.len(), y, s)
     });
 }
 
