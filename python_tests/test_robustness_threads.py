@@ -7,9 +7,12 @@ thread is inside the engine), not a speed threshold.
 
 from __future__ import annotations
 
+import gc
+import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -165,3 +168,35 @@ def test_shared_engine_errors_in_threads_change_nothing() -> None:
     after = shared.states()
     for name in before:
         np.testing.assert_array_equal(after[name], before[name])
+
+
+def test_engine_with_worker_threads_survives_fork() -> None:
+    """A forked child has none of its parent's engine threads: its steps run on
+    the calling thread alone, with the same results, and dropping the engine
+    there returns (joining threads of the parent would wait forever)."""
+    engine = tt.runtime.loads(BIG, streams=4)
+    engine.set_threads(2)
+    xs = np.random.default_rng(3).normal(size=(20, 4, 256)).astype(np.float32)
+    expected = engine.run(xs)
+    engine.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:  # the child: report through the exit code, never return into pytest
+        code = 3
+        try:
+            same = np.array_equal(engine.run(xs), expected)
+            del engine
+            gc.collect()
+            code = 0 if same else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise AssertionError("the forked child hung")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    np.testing.assert_array_equal(engine.run(xs), expected)  # the parent's threads still work
