@@ -203,26 +203,27 @@ impl Kernels {
         }
     }
 
+    /// The register tile of grouped rows on this instruction set (the
+    /// choice [`Grouped`] makes when compiling).
+    fn tile(&self) -> (usize, usize) {
+        match self.isa {
+            Isa::Avx2 => NARROW_TILE,
+            Isa::Scalar => SCALAR_TILE,
+            _ => WIDE_TILE,
+        }
+    }
+
     /// Rows per register tile of grouped rows: the tile, then half of it.
     fn row_groups(&self) -> (usize, usize) {
-        let rows = match self.isa {
-            Isa::Avx2 => NARROW_TILE.0,
-            Isa::Scalar => SCALAR_TILE.0,
-            _ => WIDE_TILE.0,
-        };
+        let rows = self.tile().0;
         (rows, rows / 2)
     }
 
-    /// Columns of the widest register tile: column ranges of
+    /// Columns of a register tile: column ranges of
     /// [`Kernels::outer_accumulate`] cut at its multiples keep every
     /// column's order of operations.
     pub(crate) fn column_block(&self) -> usize {
-        let vectors = match self.isa {
-            Isa::Avx2 => NARROW_TILE.1,
-            Isa::Scalar => SCALAR_TILE.1,
-            _ => WIDE_TILE.1,
-        };
-        vectors * self.isa.lanes()
+        self.tile().1 * self.isa.lanes()
     }
 }
 
@@ -329,6 +330,7 @@ struct Operands<'a> {
 /// of AVX-512 and NEON, and 12 + 2 + 1 of AVX2's 16 (a 4 x 4 tile spilled
 /// there). The vectors must divide a panel's.
 const WIDE_TILE: (usize, usize) = (4, 4);
+/// AVX2's tile (16 registers).
 const NARROW_TILE: (usize, usize) = (6, 2);
 /// The scalar tile: 8 + 4 + 1 of the 16 registers (4 x 4 spilled: 2x slower).
 const SCALAR_TILE: (usize, usize) = (2, 4);
@@ -362,12 +364,11 @@ impl WithSimd for Single<'_> {
             // parts: eight independent sums (a 1024-16 layer waited on two).
             // (Whole and partial widths apart, each with its own loop: a
             // width known only at run time cost a branch per load.)
-            let lanes = S::F32_LANES;
+            let (lanes, c) = (S::F32_LANES, o.first);
+            // Packed panels are padded to 16 columns: their weights load as
+            // whole vectors, only the outputs are partial.
+            let padded = o.b.width >= 2 * lanes;
             for m in 0..y.len() / n {
-                // Packed panels are padded to 16 columns: their weights load
-                // as whole vectors, only the outputs are partial.
-                let c = o.first;
-                let padded = o.b.width >= 2 * lanes;
                 match n {
                     _ if n == lanes => tile::<S, 1, 1, 8>(simd, o, y, m, c, false, true),
                     _ if n < lanes && padded => tile::<S, 1, 1, 8>(simd, o, y, m, c, true, true),
