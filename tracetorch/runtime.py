@@ -179,7 +179,7 @@ class Engine:
         return int(self._native.threads)
 
     def set_threads(self, threads: int) -> None:
-        """Set :attr:`threads`, at most the larger of :attr:`streams` and the cores.
+        """Set :attr:`threads`, at most the available cores (results do not depend on it).
 
         >>> engine = tt.runtime.load("model.safetensors")  # doctest: +SKIP
         >>> engine.set_threads(2)  # one stream's linear layers on two cores  # doctest: +SKIP
