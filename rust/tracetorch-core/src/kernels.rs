@@ -85,7 +85,9 @@ impl<'a> WithSimd for ActiveInputs<'a> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, _simd: S) -> Option<&'a [u32]> {
         let ActiveInputs { x, active, limit } = self;
-        if x.iter().filter(|v| **v != 0.0).count() > limit {
+        // Counted in 32-bit lanes: a `usize` count vectorizes 4 to a register.
+        let count: u32 = x.iter().map(|v| u32::from(*v != 0.0)).sum();
+        if count as usize > limit {
             return None;
         }
         let mut nnz = 0;

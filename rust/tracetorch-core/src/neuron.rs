@@ -449,8 +449,12 @@ pub(crate) struct NeuronLayer {
     pub(crate) fire: Fire,
     /// One row per neuron (scalars broadcast at load).
     pub(crate) params: Vec<ParamRow>,
-    /// The same values by parameter, `[NPARAM][C]`, for vector loads.
-    pub(crate) columns: Vec<Vec<f32>>,
+    /// The same values by parameter, `[NPARAM][column_stride]` (each column
+    /// zero-padded to whole vectors of every instruction set), for vector
+    /// loads: one whole load per parameter, the partial vector included.
+    pub(crate) columns: Vec<f32>,
+    /// Floats per column of `columns`: `C` rounded up to a multiple of 16.
+    pub(crate) column_stride: usize,
     /// Product of the sample axes after the neuron axis.
     pub(crate) inner: usize,
 }
@@ -705,12 +709,18 @@ impl NeuronLayer {
     /// A layer of `params.len()` neurons (one parameter row each) over
     /// `inner` positions; the parameter columns follow from the rows.
     pub(crate) fn new(spec: NeuronSpec, fire: Fire, params: Vec<ParamRow>, inner: usize) -> Self {
+        let column_stride = params.len().next_multiple_of(MAX_LANES);
+        let mut columns = vec![0.0; NPARAM * column_stride];
+        for (c, row) in params.iter().enumerate() {
+            for (k, v) in row.iter().enumerate() {
+                columns[k * column_stride + c] = *v;
+            }
+        }
         NeuronLayer {
             spec,
             fire,
-            columns: (0..NPARAM)
-                .map(|k| params.iter().map(|r| r[k]).collect())
-                .collect(),
+            columns,
+            column_stride,
             params,
             inner,
         }
@@ -829,6 +839,123 @@ fn lane<S: Simd, T: Traces>(
     }
 }
 
+/// Floats per vector of the widest instruction set (AVX-512).
+const MAX_LANES: usize = 16;
+
+/// Where a vector of neurons finds its parameters.
+#[derive(Clone, Copy)]
+enum Params<'a> {
+    /// Lane by lane, from the columns at this neuron offset.
+    Column(usize),
+    /// One row broadcast to every lane.
+    Row(&'a ParamRow),
+}
+
+/// Whole-vector access to the buffers of a [`NeuronPass`], unchecked: the
+/// lengths are checked once, in [`Unchecked::new`]. Slicing every buffer
+/// and parameter column for every vector cost about as many instructions as
+/// the update (1024 LIB neurons: 0.64 -> 0.36 us on AVX2).
+struct Unchecked<'a> {
+    x: &'a [f32],
+    out: &'a mut [f32],
+    /// Empty for the slots the layer does not use.
+    states: &'a mut [&'a mut [f32]; NSLOT],
+    /// `[NPARAM][stride]` parameter columns.
+    columns: &'a [f32],
+    stride: usize,
+    /// Floats every used buffer holds at least.
+    len: usize,
+}
+
+impl<'a> Unchecked<'a> {
+    /// Panics unless `x`, `out` and the used state slots hold `len` floats
+    /// and the columns `NPARAM` columns of `stride`.
+    #[inline(always)]
+    fn new<T: Traces>(
+        x: &'a [f32],
+        out: &'a mut [f32],
+        states: &'a mut [&'a mut [f32]; NSLOT],
+        columns: &'a [f32],
+        stride: usize,
+    ) -> Self {
+        let len = x.len();
+        assert!(out.len() >= len && columns.len() >= NPARAM * stride);
+        for (k, s) in states.iter().enumerate() {
+            assert!(!T::uses(k) || s.len() >= len);
+        }
+        Unchecked {
+            x,
+            out,
+            states,
+            columns,
+            stride,
+            len,
+        }
+    }
+
+    /// Updates the whole vector of neurons at `at`.
+    ///
+    /// # Safety
+    /// `at + S::F32_LANES <= self.len`, and for [`Params::Column`]`(c)`,
+    /// `c + S::F32_LANES <= self.stride`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn update<S: Simd, T: Traces>(
+        &mut self,
+        o: Ops<S>,
+        spec: &NeuronSpec,
+        fire: &Fire,
+        rng: &mut Rng,
+        params: Params<'_>,
+        at: usize,
+    ) {
+        let simd = o.0;
+        debug_assert!(at + S::F32_LANES <= self.len);
+        let read = |v: &[f32], at: usize| {
+            // SAFETY: the caller keeps `at` a whole vector inside `v`.
+            unsafe { v.as_ptr().add(at).cast::<S::f32s>().read_unaligned() }
+        };
+        let zero = simd.splat_f32s(0.0);
+        let states = &mut *self.states;
+        let mut s: [S::f32s; NSLOT] = std::array::from_fn(|k| {
+            if T::uses(k) {
+                read(states[k], at)
+            } else {
+                zero
+            }
+        });
+        // Stochastic quantizers draw one uniform per neuron, in order.
+        let mut uniform = || {
+            let mut u = [0.0f32; MAX_LANES];
+            u[..S::F32_LANES]
+                .iter_mut()
+                .for_each(|v| *v = rng.uniform());
+            simd.partial_load_f32s(&u[..S::F32_LANES])
+        };
+        let (columns, stride) = (self.columns, self.stride);
+        let p = |k: usize| match params {
+            Params::Column(c) => read(columns, k * stride + c),
+            Params::Row(row) => simd.splat_f32s(row[k]),
+        };
+        let y = update::<S, T>(o, spec, fire, p, &mut uniform, &mut s, read(self.x, at));
+        let write = |v: &mut [f32], value: S::f32s| {
+            // SAFETY: as for `read`.
+            unsafe {
+                v.as_mut_ptr()
+                    .add(at)
+                    .cast::<S::f32s>()
+                    .write_unaligned(value)
+            }
+        };
+        write(self.out, y);
+        for (k, (state, value)) in states.iter_mut().zip(s).enumerate() {
+            if T::uses(k) {
+                write(state, value);
+            }
+        }
+    }
+}
+
 /// A [`NeuronPass`] compiled for the traces `T`.
 struct Sweep<'a, T> {
     pass: NeuronPass<'a>,
@@ -859,38 +986,44 @@ impl<T: Traces> WithSimd for Sweep<'_, T> {
         // through the layer were reloaded and tested for every vector.
         let (spec, fire) = (layer.spec, layer.fire);
         let (spec, fire) = (&spec, &fire);
-        // Whole vectors in one loop, the partial one after it: a span whose
-        // length is known when compiling loads and stores with no tests.
-        let whole = |n: usize| n - n % lanes;
-        for r in 0..x.len() / block {
+        let rows = x.len() / block;
+        let stride = layer.column_stride;
+        let x = &x[..rows * block];
+        let mut v = Unchecked::new::<T>(x, out, &mut states, &layer.columns, stride);
+        let whole = block - block % lanes;
+        for r in 0..rows {
+            let base = r * block;
             if inner == 1 {
                 // Parameters vary from lane to lane: load them by column.
-                let columns = &layer.columns;
-                let base = r * c_len;
-                for c in (0..whole(c_len)).step_by(lanes) {
-                    let p = |k: usize| load(simd, &columns[k][c..c + lanes]);
-                    let span = base + c..base + c + lanes;
-                    lane::<S, T>(o, spec, fire, rng, p, span, x, out, &mut states);
+                for c in (0..whole).step_by(lanes) {
+                    let p = Params::Column(c);
+                    // SAFETY: `c + lanes <= c_len <= stride`, and the row is in `x`.
+                    unsafe { v.update::<S, T>(o, spec, fire, rng, p, base + c) };
                 }
-                let c = whole(c_len);
-                if c < c_len {
-                    let p = |k: usize| load(simd, &columns[k][c..c_len]);
-                    let span = base + c..base + c_len;
-                    lane::<S, T>(o, spec, fire, rng, p, span, x, out, &mut states);
+                if whole < block {
+                    // The columns are padded: parameters load whole.
+                    let columns = &layer.columns;
+                    let p = |k: usize| load(simd, &columns[k * stride + whole..][..lanes]);
+                    let span = base + whole..base + block;
+                    lane::<S, T>(o, spec, fire, rng, p, span, x, v.out, v.states);
                 }
-            } else {
+            } else if inner % lanes == 0 {
                 // One channel's parameters, broadcast over its positions.
                 for (c, row) in layer.params.iter().enumerate() {
-                    let p = |k: usize| simd.splat_f32s(row[k]);
-                    let base = (r * c_len + c) * inner;
-                    for j in (0..whole(inner)).step_by(lanes) {
-                        let span = base + j..base + j + lanes;
-                        lane::<S, T>(o, spec, fire, rng, p, span, x, out, &mut states);
+                    let p = Params::Row(row);
+                    for j in (0..inner).step_by(lanes) {
+                        // SAFETY: `inner` is whole vectors, and the row is in `x`.
+                        unsafe { v.update::<S, T>(o, spec, fire, rng, p, base + c * inner + j) };
                     }
-                    let j = whole(inner);
-                    if j < inner {
-                        let span = base + j..base + inner;
-                        lane::<S, T>(o, spec, fire, rng, p, span, x, out, &mut states);
+                }
+            } else {
+                // Channels that do not fill whole vectors: vector by vector.
+                for (c, row) in layer.params.iter().enumerate() {
+                    let p = |k: usize| simd.splat_f32s(row[k]);
+                    let base = base + c * inner;
+                    for j in (0..inner).step_by(lanes) {
+                        let span = base + j..base + inner.min(j + lanes);
+                        lane::<S, T>(o, spec, fire, rng, p, span, x, v.out, v.states);
                     }
                 }
             }
@@ -1470,6 +1603,115 @@ mod tests {
             Kernels::new(isa)
                 .unwrap()
                 .dispatch(Check(values.clone(), fire));
+        }
+    }
+
+    /// The whole-layer sweep on every instruction set gives what the
+    /// scalar update gives neuron by neuron, on every layout it takes
+    /// apart (a channel per lane, channels of whole vectors, channels that
+    /// are not, partial vectors, several rows), for every set of traces;
+    /// a binary layer with a stochastic quantizer draws in neuron order.
+    #[test]
+    fn sweep_matches_the_update_of_each_neuron() {
+        let layouts = [(1, 1, 1), (7, 1, 2), (8, 1, 1), (17, 1, 3), (40, 1, 2)];
+        let layouts = layouts
+            .iter()
+            .chain(&[(2, 8, 2), (3, 16, 1), (3, 5, 2), (2, 3, 1)]);
+        let fires = [
+            Fire {
+                spike: Spike::Sigmoid4x,
+                quant: Quant::Round(1.0),
+            },
+            Fire {
+                spike: Spike::Sigmoid4x,
+                quant: Quant::StochasticRound(0.5),
+            },
+        ];
+        for &(c_len, inner, rows) in layouts {
+            for shape in 0..8 {
+                for fire in fires {
+                    // Ternary layers draw twice per neuron, a vector's
+                    // lanes at a time: only binary ones draw in neuron order.
+                    let stochastic = matches!(fire.quant, Quant::StochasticRound(_));
+                    let spec = NeuronSpec {
+                        dual: shape & 1 != 0,
+                        synaptic: shape & 2 != 0,
+                        recurrent: shape & 4 != 0,
+                        bias: BiasSite::Spike,
+                        output: if stochastic {
+                            OutputKind::Binary
+                        } else {
+                            OutputKind::Ternary
+                        },
+                        scaled: true,
+                        ..spec()
+                    };
+                    let mut rng = Rng::new(c_len as u64 * 100 + inner as u64);
+                    let params: Vec<ParamRow> = (0..c_len)
+                        .map(|_| std::array::from_fn(|_| 0.05 + 0.9 * rng.uniform()))
+                        .collect();
+                    let layer = NeuronLayer::new(spec, fire, params.clone(), inner);
+                    let n = rows * c_len * inner;
+                    let xs: Vec<Vec<f32>> = (0..3)
+                        .map(|_| (0..n).map(|_| 4.0 * rng.uniform() - 2.0).collect())
+                        .collect();
+                    // Reference: one neuron at a time, in order.
+                    let mut want_rng = Rng::new(9);
+                    let mut want_s = vec![[0.0f32; NSLOT]; n];
+                    let mut want = vec![];
+                    for x in &xs {
+                        want.push(
+                            (0..n)
+                                .map(|i| {
+                                    let row = &params[i / inner % c_len];
+                                    neuron_update(
+                                        &spec,
+                                        &fire,
+                                        &mut want_rng,
+                                        row,
+                                        &mut want_s[i],
+                                        x[i],
+                                    )
+                                })
+                                .collect::<Vec<f32>>(),
+                        );
+                    }
+                    for isa in Isa::available() {
+                        let k = Kernels::new(isa).unwrap();
+                        let mut got_rng = Rng::new(9);
+                        let slots: Vec<usize> = spec.states().iter().map(|s| s.1).collect();
+                        let mut states: [Vec<f32>; NSLOT] = Default::default();
+                        for &slot in &slots {
+                            states[slot] = vec![0.0; n];
+                        }
+                        for (x, want) in xs.iter().zip(&want) {
+                            let mut out = vec![0.0; n];
+                            let slots = states.each_mut().map(Vec::as_mut_slice);
+                            neuron_kernel(&k, &layer, &mut got_rng, x, &mut out, slots);
+                            for i in 0..n {
+                                let at = format!(
+                                    "{isa} {c_len}x{inner}x{rows} {spec:?} {fire:?} at {i}"
+                                );
+                                assert!(
+                                    (out[i] - want[i]).abs() <= 1e-5,
+                                    "{at}: {} vs {}",
+                                    out[i],
+                                    want[i]
+                                );
+                            }
+                        }
+                        for &slot in &slots {
+                            for i in 0..n {
+                                let (got, want) = (states[slot][i], want_s[i][slot]);
+                                assert!(
+                                    (got - want).abs() <= 1e-5,
+                                    "{isa} slot {slot} at {i}: {got} vs {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
