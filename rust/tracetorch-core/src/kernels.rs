@@ -57,14 +57,34 @@ pub(crate) fn linear(
         return;
     }
     let limit = (inp as f32 * event_density(out, k.isa().lanes())) as usize;
-    for (xr, yr) in x.chunks_exact(inp).zip(y.chunks_exact_mut(cols.len())) {
-        let active = k.dispatch(ActiveInputs {
+    let (n, rows) = (cols.len(), y.len() / cols.len());
+    // Rows with too many active inputs run dense, in runs of consecutive
+    // rows, so that the runs' rows share each pass over the weights (one at a
+    // time, 256 streams of a 256-1024 layer at 90% spikes took 3.7 ms against
+    // 1.4 ms dense). A row gets the same bits in a run or alone.
+    let mut dense = 0..0;
+    let run_dense = |y: &mut [f32], rows: Range<usize>| {
+        if !rows.is_empty() {
+            let xs = &x[rows.start * inp..rows.end * inp];
+            k.outer_accumulate(y, start, xs, weights, inp, cols.clone(), None);
+        }
+    };
+    for r in 0..rows {
+        let xr = &x[r * inp..(r + 1) * inp];
+        let Some(active) = k.dispatch(ActiveInputs {
             x: xr,
             active,
             limit,
-        });
-        k.outer_accumulate(yr, start, xr, weights, inp, cols.clone(), active);
+        }) else {
+            dense.end = r + 1;
+            continue;
+        };
+        let (run, yr) = y[dense.start * n..(r + 1) * n].split_at_mut((r - dense.start) * n);
+        run_dense(run, dense.start..r);
+        k.outer_accumulate(yr, start, xr, weights, inp, cols.clone(), Some(active));
+        dense = r + 1..r + 1;
     }
+    run_dense(&mut y[dense.start * n..dense.end * n], dense);
 }
 
 /// The indices of the non-zero entries of `x`, written to the front of
@@ -663,6 +683,73 @@ mod tests {
                     .sum::<f32>()
             };
             assert_eq!(y, [even(0), even(1), even(2)]);
+        });
+    }
+
+    /// Spike rows of a layer, some with few active inputs (the event path)
+    /// and runs of others with many (dense, grouped): every row gets the
+    /// bits it gets alone, on every instruction set.
+    #[test]
+    fn linear_mixes_event_rows_and_runs_of_dense_rows() {
+        let (inp, out) = (96, 40);
+        let mut rng = crate::rng::Rng::new(3);
+        let w: Vec<f32> = (0..inp * out).map(|_| rng.uniform() - 0.5).collect();
+        let wt = crate::simd::to_panels(&transpose(&w, out, inp), inp, out);
+        let b: Vec<f32> = (0..out).map(|_| rng.uniform()).collect();
+        // Activity per row: dense runs of 1, 2 and 7 rows between event rows.
+        let activity = [
+            0.05, 0.9, 0.05, 0.9, 0.9, 0.1, 0.95, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.02,
+        ];
+        let x: Vec<f32> = activity
+            .iter()
+            .flat_map(|&p| (0..inp).map(move |_| p))
+            .map(|p| f32::from(rng.uniform() < p))
+            .collect();
+        each_isa(|k| {
+            let rows = activity.len();
+            let mut y = vec![f32::NAN; rows * out];
+            let mut active = vec![0u32; inp];
+            linear(
+                k,
+                &x,
+                &mut y,
+                &wt,
+                Some(&b),
+                inp,
+                out,
+                0..out,
+                true,
+                &mut active,
+            );
+            for r in 0..rows {
+                let mut alone = vec![f32::NAN; out];
+                let xr = &x[r * inp..(r + 1) * inp];
+                linear(
+                    k,
+                    xr,
+                    &mut alone,
+                    &wt,
+                    Some(&b),
+                    inp,
+                    out,
+                    0..out,
+                    true,
+                    &mut active,
+                );
+                let at = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    at(&y[r * out..(r + 1) * out]),
+                    at(&alone),
+                    "{} row {r}",
+                    k.isa()
+                );
+                let dense: f32 = (0..out)
+                    .map(|j| b[j] + (0..inp).map(|i| xr[i] * w[j * inp + i]).sum::<f32>())
+                    .zip(&alone)
+                    .map(|(want, got)| (want - got).abs())
+                    .fold(0.0, f32::max);
+                assert!(dense < 1e-4, "{} row {r}: off by {dense}", k.isa());
+            }
         });
     }
 
