@@ -22,13 +22,28 @@ const EVENT_DENSITY: f32 = 0.75;
 /// even at ~20% active inputs, 64-64 below 50%, 1024-1024 near 80%).
 const EVENT_OVERHEAD: f32 = 10.0;
 
-/// The largest fraction of active inputs for which a linear layer with
-/// `out` outputs takes the event-driven path, for vectors of `lanes`. It
-/// depends on the whole layer, never on a share of its columns, so that
-/// threads make the decision one thread would.
-fn event_density(out: usize, lanes: usize) -> f32 {
-    let vectors = out.div_ceil(lanes) as f32;
-    (vectors / (vectors + EVENT_OVERHEAD)).min(EVENT_DENSITY)
+/// What an event-driven row costs beyond a dense one whatever its activity,
+/// in vector multiply-adds: the scan for its active inputs and a second
+/// kernel call. Small layers never recover it: on AVX2, 64-4 took 1.33x its
+/// dense time at any activity, 128-10 1.46x at 15%, 64-64 1.06-1.14x at
+/// 30-44% (limits without this cost).
+const EVENT_FIXED: f32 = 256.0;
+
+/// The most active inputs for which a row of a linear layer `inp -> out`
+/// takes the event-driven path, for vectors of `lanes`: where the dense
+/// cost, `inp` vectors per `lanes` outputs, exceeds the event-driven one, and
+/// at most `EVENT_DENSITY` of the inputs. Zero means never. It depends on
+/// the whole layer, never on a share of its columns, so that threads make
+/// the decision one thread would.
+fn event_limit(inp: usize, out: usize, lanes: usize) -> usize {
+    // Shifts and conversions through `i64`, one instruction each: lanes are
+    // a power of two, and a division by a run-time value or a `usize`
+    // conversion costs tens of cycles, a lot in a 64-4 layer of 60 ns.
+    debug_assert!(lanes.is_power_of_two());
+    let vectors = ((out + lanes - 1) >> lanes.trailing_zeros()) as i64 as f32;
+    let inputs = inp as i64 as f32;
+    let pays = (inputs * vectors - EVENT_FIXED) / (vectors + EVENT_OVERHEAD);
+    pays.min(inputs * EVENT_DENSITY).max(0.0) as i64 as usize
 }
 
 /// `y[r, :] = x[r, :] W^T + b` for every row `r`, with `weight_t` as
@@ -52,11 +67,15 @@ pub(crate) fn linear(
 ) {
     let start = bias.map_or(Start::Zero, Start::Column);
     let weights = Panels::packed(weight_t, out);
-    if !events || inp == 0 || cols.is_empty() {
+    let limit = if events {
+        event_limit(inp, out, k.isa().lanes())
+    } else {
+        0
+    };
+    if limit == 0 || cols.is_empty() {
         k.outer_accumulate(y, start, x, weights, inp, cols, None);
         return;
     }
-    let limit = (inp as f32 * event_density(out, k.isa().lanes())) as usize;
     let (n, rows) = (cols.len(), y.len() / cols.len());
     // Rows with too many active inputs run dense, in runs of consecutive
     // rows, so that the runs' rows share each pass over the weights (one at a
@@ -161,7 +180,10 @@ unsafe fn left_pack_avx2<'a>(x: &[f32], active: &'a mut [u32], limit: usize) -> 
         active[nnz] = j as u32;
         nnz += usize::from(*v != 0.0);
     }
-    (nnz <= limit).then(|| &active[..nnz])
+    if nnz > limit {
+        return None;
+    }
+    Some(&active[..nnz])
 }
 
 /// The portable [`active_inputs`].
@@ -776,28 +798,25 @@ mod tests {
                 );
                 assert_eq!(y, expected, "{}", k.isa());
             }
-            // A row with one active input of 64 takes the sparse path (it
+            // A row with one active input of 1024 takes the sparse path (it
             // lists the input); one with half of them active, even for 3
             // outputs, the dense path (its list is refused).
-            let w: Vec<f32> = (0..3 * 64).map(|i| i as f32).collect(); // [3, 64]
-            let wt = crate::simd::to_panels(&transpose(&w, 3, 64), 64, 3);
-            let mut x = [0.0f32; 64];
+            let n = 1024;
+            let w: Vec<f32> = (0..3 * n).map(|i| i as f32).collect(); // [3, n]
+            let wt = crate::simd::to_panels(&transpose(&w, 3, n), n, 3);
+            let mut x = vec![0.0f32; n];
             x[37] = 1.0;
-            let mut active = [99u32; 64];
+            let mut active = vec![99u32; n];
             let mut y = [0.0; 3];
-            linear(k, &x, &mut y, &wt, None, 64, 3, 0..3, true, &mut active);
-            assert_eq!((y, active[0]), ([37.0, 64.0 + 37.0, 128.0 + 37.0], 37));
-            let half: Vec<f32> = (0..64).map(|i| f32::from(i % 2 == 0)).collect();
-            let mut active = [99u32; 64];
-            let limit = (64.0 * event_density(3, k.isa().lanes())) as usize;
+            linear(k, &x, &mut y, &wt, None, n, 3, 0..3, true, &mut active);
+            let at = |row: usize| (row * n + 37) as f32;
+            assert_eq!((y, active[0]), ([at(0), at(1), at(2)], 37));
+            let half: Vec<f32> = (0..n).map(|i| f32::from(i % 2 == 0)).collect();
+            let limit = event_limit(n, 3, k.isa().lanes());
+            assert!(limit > 0);
             assert_eq!(active_inputs(k, &half, &mut active, limit), None);
-            linear(k, &half, &mut y, &wt, None, 64, 3, 0..3, true, &mut active);
-            let even = |row: usize| {
-                (0..64)
-                    .step_by(2)
-                    .map(|i| (row * 64 + i) as f32)
-                    .sum::<f32>()
-            };
+            linear(k, &half, &mut y, &wt, None, n, 3, 0..3, true, &mut active);
+            let even = |row: usize| (0..n).step_by(2).map(|i| (row * n + i) as f32).sum::<f32>();
             assert_eq!(y, [even(0), even(1), even(2)]);
         });
     }
@@ -858,16 +877,22 @@ mod tests {
     }
 
     /// The event-driven path pays off at lower activity the narrower the
-    /// layer, and never above `EVENT_DENSITY`.
+    /// layer, never above `EVENT_DENSITY`, and never in layers too small to
+    /// recover its fixed cost.
     #[test]
-    fn event_density_grows_with_the_width() {
+    fn event_limit_grows_with_the_width() {
+        let share = |inp: usize, out: usize| event_limit(inp, out, 8) as f32 / inp as f32;
         let d: Vec<f32> = [4, 16, 64, 128, 1024, 4096]
             .iter()
-            .map(|&n| event_density(n, 8))
+            .map(|&n| share(1024, n))
             .collect();
         assert!(d.windows(2).all(|p| p[0] <= p[1]), "{d:?}");
         assert!(d[1] < 0.2 && d[2] > 0.4 && d[4] == EVENT_DENSITY, "{d:?}");
-        assert_eq!(event_density(0, 8), 0.0);
+        assert_eq!(event_limit(1024, 0, 8), 0);
+        assert_eq!(event_limit(0, 64, 8), 0);
+        // Measured on AVX2: 64-4 and 128-10 never pay, 64-64 up to ~25%.
+        assert_eq!((event_limit(64, 4, 8), event_limit(128, 10, 8)), (0, 0));
+        assert!((0.15..0.27).contains(&share(64, 64)), "{}", share(64, 64));
     }
 
     /// Every window shape against the definition, with integer values so
