@@ -5,6 +5,7 @@
 //! stable API: it exists so that `benches/kernels.rs` times the very code the
 //! engine runs, without a model file around it.
 
+use crate::floats::Floats;
 use crate::kernels::{self, Window};
 use crate::neuron::{neuron_kernel, BiasSite, Fire, NeuronLayer, NeuronSpec, OutputKind, Quant};
 use crate::neuron::{Spike, BETA, BIAS, NPARAM, NSLOT, POS_THRESHOLD};
@@ -13,18 +14,22 @@ use crate::rng::Rng;
 use crate::simd::{Isa, Kernels};
 
 /// Reproducible values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
+fn values(n: usize, seed: u64) -> Floats {
     let mut rng = Rng::new(seed);
-    (0..n).map(|_| 2.0 * rng.uniform() - 1.0).collect()
+    Floats::from(
+        (0..n)
+            .map(|_| 2.0 * rng.uniform() - 1.0)
+            .collect::<Vec<f32>>(),
+    )
 }
 
 /// A linear layer `inp -> out` over `streams` rows.
 pub struct LinearCase {
     kernels: Kernels,
-    x: Vec<f32>,
-    y: Vec<f32>,
-    weight_t: Vec<f32>,
-    bias: Vec<f32>,
+    x: Floats,
+    y: Floats,
+    weight_t: Floats,
+    bias: Floats,
     inp: usize,
     out: usize,
     events: bool,
@@ -50,7 +55,7 @@ impl LinearCase {
         Some(LinearCase {
             kernels: Kernels::new(isa)?,
             x,
-            y: vec![0.0; out * streams],
+            y: Floats::zeros(out * streams),
             weight_t: linear_weights(&values(inp * out, 2), out, inp),
             bias: values(out, 3),
             inp,
@@ -83,11 +88,11 @@ pub struct ConvCase {
     kernels: Kernels,
     window: Window,
     out_channels: usize,
-    x: Vec<f32>,
-    y: Vec<f32>,
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-    col: Vec<f32>,
+    x: Floats,
+    y: Floats,
+    weight: Floats,
+    bias: Floats,
+    col: Floats,
 }
 
 impl ConvCase {
@@ -117,10 +122,10 @@ impl ConvCase {
             window,
             out_channels,
             x: values(channels * side * side * streams, 4),
-            y: vec![0.0; out_channels * o * o * streams],
+            y: Floats::zeros(out_channels * o * o * streams),
             weight: values(out_channels * channels * 9, 5),
             bias: values(out_channels, 6),
-            col: vec![0.0; channels * 9 * o * o],
+            col: Floats::zeros(channels * 9 * o * o),
         })
     }
 
@@ -147,9 +152,9 @@ pub struct NeuronCase {
     kernels: Kernels,
     layer: NeuronLayer,
     rng: Rng,
-    x: Vec<f32>,
-    out: Vec<f32>,
-    states: [Vec<f32>; NSLOT],
+    x: Floats,
+    out: Floats,
+    states: [Floats; NSLOT],
 }
 
 impl NeuronCase {
@@ -171,9 +176,9 @@ impl NeuronCase {
         row[BETA] = 0.9;
         row[POS_THRESHOLD] = 1.0;
         row[BIAS] = 0.1;
-        let mut states: [Vec<f32>; NSLOT] = Default::default();
+        let mut states: [Floats; NSLOT] = Default::default();
         for (_, slot) in spec.states() {
-            states[slot] = vec![0.0; neurons * streams];
+            states[slot] = Floats::zeros(neurons * streams);
         }
         let fire = Fire {
             spike: Spike::Sigmoid4x,
@@ -185,14 +190,14 @@ impl NeuronCase {
             layer,
             rng: Rng::new(7),
             x: values(neurons * streams, 8),
-            out: vec![0.0; neurons * streams],
+            out: Floats::zeros(neurons * streams),
             states,
         })
     }
 
     /// One step of the layer.
     pub fn run(&mut self) -> &[f32] {
-        let states = self.states.each_mut().map(Vec::as_mut_slice);
+        let states = self.states.each_mut().map(|s| &mut s[..]);
         neuron_kernel(
             &self.kernels,
             &self.layer,

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::floats::Floats;
 use crate::kernels;
 use crate::neuron::{neuron_kernel, NeuronLayer, NSLOT};
 use crate::plan::{Kernel, Plan, StateInfo, MAX_FLOATS};
@@ -56,9 +57,9 @@ pub struct Engine {
     plan: Arc<Plan>,
     streams: usize,
     /// One buffer per plan buffer, `streams * size` floats, stream-major.
-    buffers: Vec<Vec<f32>>,
+    buffers: Vec<Floats>,
     /// Per neuron node, the used state slots (sample layout, stream-major).
-    states: Vec<[Vec<f32>; NSLOT]>,
+    states: Vec<[Floats; NSLOT]>,
     rng: Rng,
     kernels: Kernels,
     /// The threads that share the heavy layers.
@@ -71,7 +72,7 @@ pub struct Engine {
 #[derive(Debug, Clone)]
 struct Scratch {
     /// One sample's im2col matrix.
-    col: Vec<f32>,
+    col: Floats,
     /// Indices of the active inputs of an event-driven layer.
     active: Vec<u32>,
 }
@@ -79,7 +80,7 @@ struct Scratch {
 impl Scratch {
     fn new(plan: &Plan) -> Scratch {
         Scratch {
-            col: vec![0.0; plan.col_floats],
+            col: Floats::zeros(plan.col_floats),
             active: vec![0; plan.active_len],
         }
     }
@@ -111,24 +112,17 @@ fn neurons(
     rng: &mut Rng,
     x: &[f32],
     out: &mut [f32],
-    states: &mut [Vec<f32>; NSLOT],
+    states: &mut [Floats; NSLOT],
     team: &mut Team,
 ) {
     let row = layer.row_len();
     let rows = x.len().checked_div(row).unwrap_or(0);
     let parts = team.threads().min(rows);
     if parts < 2 || layer.draws() || x.len() < NEURON_PARALLEL {
-        return neuron_kernel(
-            k,
-            layer,
-            rng,
-            x,
-            out,
-            states.each_mut().map(Vec::as_mut_slice),
-        );
+        return neuron_kernel(k, layer, rng, x, out, states.each_mut().map(|s| &mut s[..]));
     }
     let outs = Shares::new(out);
-    let slots = states.each_mut().map(|s| Shares::new(s.as_mut_slice()));
+    let slots = states.each_mut().map(|s| Shares::new(&mut s[..]));
     team.run(parts, &|part, _| {
         let rows = share_start(rows, parts, part) * row..share_start(rows, parts, part + 1) * row;
         // SAFETY: the shares take disjoint rows.
@@ -150,7 +144,7 @@ fn neurons(
 /// Buffer `i`, where buffer 0 (the model's input, never written by a step)
 /// is read from the caller's `input` itself: copying it in cost a pass
 /// over the input every step (800 KiB at 256 streams of 784).
-fn input_or<'a>(buffers: &'a [Vec<f32>], input: &'a [f32], i: usize) -> &'a [f32] {
+fn input_or<'a>(buffers: &'a [Floats], input: &'a [f32], i: usize) -> &'a [f32] {
     match i {
         0 => input,
         _ => &buffers[i],
@@ -257,17 +251,17 @@ impl Engine {
             .enumerate()
             .map(|(i, &n)| {
                 if i == 0 {
-                    Vec::new()
+                    Floats::default()
                 } else {
-                    vec![0.0f32; n * streams]
+                    Floats::zeros(n * streams)
                 }
             })
             .collect();
-        let mut states: Vec<[Vec<f32>; NSLOT]> = (0..plan.neurons.len())
+        let mut states: Vec<[Floats; NSLOT]> = (0..plan.neurons.len())
             .map(|_| Default::default())
             .collect();
         for s in &plan.states {
-            states[s.neuron][s.slot] = vec![0.0; s.numel * streams];
+            states[s.neuron][s.slot] = Floats::zeros(s.numel * streams);
         }
         let team = Team::new(default_threads(streams));
         Ok(Engine {

@@ -28,6 +28,7 @@
 pub mod bench;
 mod engine;
 mod error;
+mod floats;
 mod kernels;
 mod neuron;
 mod plan;

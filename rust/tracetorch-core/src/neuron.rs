@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use pulp::{Simd, WithSimd};
 
+use crate::floats::Floats;
 use crate::rng::Rng;
 use crate::simd::{load, store, Kernels};
 
@@ -452,7 +453,7 @@ pub(crate) struct NeuronLayer {
     /// The same values by parameter, `[NPARAM][column_stride]` (each column
     /// zero-padded to whole vectors of every instruction set), for vector
     /// loads: one whole load per parameter, the partial vector included.
-    pub(crate) columns: Vec<f32>,
+    pub(crate) columns: Floats,
     /// Floats per column of `columns`: `C` rounded up to a multiple of 16.
     pub(crate) column_stride: usize,
     /// Product of the sample axes after the neuron axis.
@@ -710,7 +711,7 @@ impl NeuronLayer {
     /// `inner` positions; the parameter columns follow from the rows.
     pub(crate) fn new(spec: NeuronSpec, fire: Fire, params: Vec<ParamRow>, inner: usize) -> Self {
         let column_stride = params.len().next_multiple_of(MAX_LANES);
-        let mut columns = vec![0.0; NPARAM * column_stride];
+        let mut columns = Floats::zeros(NPARAM * column_stride);
         for (c, row) in params.iter().enumerate() {
             for (k, v) in row.iter().enumerate() {
                 columns[k * column_stride + c] = *v;

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::floats::Floats;
 use crate::kernels::{Binary, PoolKind, Unary, Window};
 use crate::neuron::{Fire, NeuronLayer, NeuronSpec, ParamRow, Quant, Spike, NPARAM, PARAM_NAMES};
 use crate::simd::to_panels;
@@ -55,8 +56,8 @@ pub(crate) enum Kernel {
         /// `[inp, out]` (transposed at load, in column panels): each input
         /// adds one contiguous weight row to the outputs, with no horizontal
         /// sums, and the event-driven path adds only the rows of active inputs.
-        weight_t: Vec<f32>,
-        bias: Option<Vec<f32>>,
+        weight_t: Floats,
+        bias: Option<Floats>,
         inp: usize,
         out: usize,
         /// The input is spikes: skip inactive inputs when few are active.
@@ -64,8 +65,8 @@ pub(crate) enum Kernel {
     },
     /// 1-d or 2-d convolution.
     Conv {
-        weight: Vec<f32>,
-        bias: Option<Vec<f32>>,
+        weight: Floats,
+        bias: Option<Floats>,
         window: Window,
         out_channels: usize,
         groups: usize,
@@ -139,7 +140,7 @@ pub struct Plan {
 
 /// A linear layer's `[out, inp]` weight as its kernel reads it: `W^T`
 /// (`[inp, out]`) in column panels.
-pub(crate) fn linear_weights(weight: &[f32], out: usize, inp: usize) -> Vec<f32> {
+pub(crate) fn linear_weights(weight: &[f32], out: usize, inp: usize) -> Floats {
     to_panels(&transpose(weight, out, inp), inp, out)
 }
 
@@ -379,9 +380,9 @@ impl Tensors<'_, '_> {
     }
 
     /// An optional `bias` of shape `[n]`.
-    fn bias(&mut self, n: usize) -> Result<Option<Vec<f32>>> {
+    fn bias(&mut self, n: usize) -> Result<Option<Floats>> {
         if self.has("bias") {
-            Ok(Some(self.exact("bias", &[n])?))
+            Ok(Some(self.exact("bias", &[n])?.into()))
         } else {
             Ok(None)
         }
@@ -974,7 +975,7 @@ impl Builder {
                 };
                 (
                     Some(Kernel::Conv {
-                        weight,
+                        weight: weight.into(),
                         bias,
                         window,
                         out_channels: o,

@@ -12,6 +12,7 @@ use std::ops::Range;
 use std::sync::atomic::{compiler_fence, Ordering};
 
 use crate::error::{Error, Result};
+use crate::floats::Floats;
 
 /// The environment variable that forces an instruction set.
 pub const SIMD_ENV: &str = "TRACETORCH_SIMD";
@@ -275,10 +276,10 @@ impl<'a> Panels<'a> {
 }
 
 /// Packs a row-major `[k, n]` matrix into column panels (see [`Panels::packed`]).
-pub(crate) fn to_panels(m: &[f32], k: usize, n: usize) -> Vec<f32> {
+pub(crate) fn to_panels(m: &[f32], k: usize, n: usize) -> Floats {
     let width = panel_width(n);
     let panels = n.div_ceil(width);
-    let mut out = vec![0.0f32; panels * k * width];
+    let mut out = Floats::zeros(panels * k * width);
     for (kk, row) in m.chunks_exact(n.max(1)).take(k).enumerate() {
         for (c, v) in row.iter().enumerate() {
             out[(c / width) * k * width + kk * width + c % width] = *v;
