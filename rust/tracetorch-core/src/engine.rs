@@ -61,6 +61,9 @@ pub struct Engine {
     /// Per neuron node, the used state slots (sample layout, stream-major).
     states: Vec<[Floats; NSLOT]>,
     rng: Rng,
+    /// The states and generator where a large [`Engine::run`] began, to
+    /// return to if one of its inputs is refused.
+    rollback: (Vec<[Floats; NSLOT]>, Rng),
     kernels: Kernels,
     /// The threads that share the heavy layers.
     team: Team,
@@ -161,10 +164,17 @@ fn all_finite(data: &[f32]) -> bool {
     data.iter().fold(true, |ok, v| ok & v.is_finite())
 }
 
+/// A [`Engine::run`] over more input floats than this checks each step's
+/// input just before its step, while it is in cache for the step, instead
+/// of all of them first: 20 steps of 256 streams of 784 (16 MiB) were read
+/// from memory twice, once by the check and once by the steps.
+const CHECK_AHEAD: usize = 1 << 20;
+
 /// Refuses NaN and infinities (no allocation on success): a non-finite input
 /// would poison every state it reaches, for good. Large inputs are shared by
-/// the team's threads.
-fn check_finite(team: &mut Team, what: &'static str, data: &[f32]) -> Result<()> {
+/// the team's threads. `first` is the flat index of `data[0]` in the
+/// argument, for the error.
+fn check_finite(team: &mut Team, what: &'static str, data: &[f32], first: usize) -> Result<()> {
     let parts = team.threads();
     let ok = if parts > 1 && data.len() >= CHECK_PARALLEL {
         let bad = AtomicBool::new(false);
@@ -187,7 +197,7 @@ fn check_finite(team: &mut Team, what: &'static str, data: &[f32]) -> Result<()>
         None => Ok(()),
         Some(index) => Err(Error::NonFinite {
             what,
-            index,
+            index: first + index,
             value: data[index],
         }),
     }
@@ -264,14 +274,16 @@ impl Engine {
             states[s.neuron][s.slot] = Floats::zeros(s.numel * streams);
         }
         let team = Team::new(default_threads(streams));
+        let rng = Rng::new(DEFAULT_SEED);
         Ok(Engine {
+            rollback: (states.clone(), rng.clone()),
             scratch: (0..team.threads()).map(|_| Scratch::new(&plan)).collect(),
             team,
             plan,
             streams,
             buffers,
             states,
-            rng: Rng::new(DEFAULT_SEED),
+            rng,
             kernels: Kernels::new(isa).ok_or(Error::SimdSetting {
                 value: isa.name().to_string(),
                 available: Isa::available().iter().map(|i| i.name()).collect(),
@@ -369,29 +381,66 @@ impl Engine {
         if output.len() != self.output_len() {
             return Err(len_err("step output", self.output_len(), output.len()));
         }
-        check_finite(&mut self.team, "step input", input)?;
+        check_finite(&mut self.team, "step input", input, 0)?;
         self.step_unchecked(input, output);
         Ok(())
     }
 
     /// Runs `steps` timesteps: `inputs` is `[steps, streams, *input_shape]`,
-    /// `outputs` `[steps, streams, *output_shape]`. Lengths and finiteness of
-    /// every input are checked first: on error no step is taken.
+    /// `outputs` `[steps, streams, *output_shape]`. On error (a wrong
+    /// length, a NaN or infinite input) the states and the generator are as
+    /// before the call, as if no step had been taken; `outputs` may have
+    /// been written.
     pub fn run(&mut self, inputs: &[f32], outputs: &mut [f32], steps: usize) -> Result<()> {
         let (n_in, n_out) = (self.input_len(), self.output_len());
         check_sequence("run inputs", n_in, steps, inputs.len())?;
         check_sequence("run outputs", n_out, steps, outputs.len())?;
-        check_finite(&mut self.team, "run inputs", inputs)?;
+        let per_step = inputs.len() > CHECK_AHEAD;
+        if !per_step {
+            check_finite(&mut self.team, "run inputs", inputs, 0)?;
+        }
         if n_in == 0 || n_out == 0 {
             return Ok(());
         }
-        for (x, y) in inputs
+        if per_step {
+            self.save_rollback();
+        }
+        let steps = inputs
             .chunks_exact(n_in)
-            .zip(outputs.chunks_exact_mut(n_out))
-        {
+            .zip(outputs.chunks_exact_mut(n_out));
+        for (t, (x, y)) in steps.enumerate() {
+            if per_step {
+                if let Err(error) = check_finite(&mut self.team, "run inputs", x, t * n_in) {
+                    self.roll_back();
+                    return Err(error);
+                }
+            }
             self.step_unchecked(x, y);
         }
         Ok(())
+    }
+
+    /// Keeps the states and the generator for [`Engine::roll_back`].
+    fn save_rollback(&mut self) {
+        let (states, rng) = &mut self.rollback;
+        for (saved, live) in states.iter_mut().zip(&self.states) {
+            for (s, l) in saved.iter_mut().zip(live) {
+                s.copy_from_slice(l);
+            }
+        }
+        *rng = self.rng.clone();
+    }
+
+    /// Returns to the states and the generator kept by
+    /// [`Engine::save_rollback`].
+    fn roll_back(&mut self) {
+        let (states, rng) = &self.rollback;
+        for (live, saved) in self.states.iter_mut().zip(states) {
+            for (l, s) in live.iter_mut().zip(saved) {
+                l.copy_from_slice(s);
+            }
+        }
+        self.rng = rng.clone();
     }
 
     /// For benchmarks: steps through `inputs` (`times.len()` steps, checked
@@ -401,7 +450,7 @@ impl Engine {
     pub fn time_steps(&mut self, inputs: &[f32], times: &mut [f64]) -> Result<()> {
         let n_in = self.input_len();
         check_sequence("time_steps inputs", n_in, times.len(), inputs.len())?;
-        check_finite(&mut self.team, "time_steps inputs", inputs)?;
+        check_finite(&mut self.team, "time_steps inputs", inputs, 0)?;
         let mut output = vec![0.0f32; self.output_len()];
         for (i, time) in times.iter_mut().enumerate() {
             let x = &inputs[i * n_in..(i + 1) * n_in];
@@ -422,6 +471,7 @@ impl Engine {
             kernels: k,
             team,
             scratch,
+            rollback: _,
         } = self;
         let streams = *streams;
         for step in &plan.steps {
@@ -966,6 +1016,48 @@ mod tests {
         assert!(a.iter().all(|&v| v == 0.0 || v == 1.0));
         let ones = a.iter().filter(|&&v| v == 1.0).count();
         assert!((16..=48).contains(&ones), "{ones}");
+    }
+
+    /// A run too large to check before its first step checks each step as it
+    /// comes: a bad value in a late step still leaves the states and the
+    /// generator as they were, and is reported at its flat index.
+    #[test]
+    fn a_large_run_refused_late_rolls_back() {
+        let mut m = ModelFile::new(&[64]);
+        m.tensor("b", &[], &[0.5]).tensor("t", &[], &[1.0]);
+        m.node(neuron_node(
+            "n",
+            "input",
+            &[64],
+            0,
+            json!({"output": "binary"}),
+            json!({"spike": "sigmoid4x", "quant": {"kind": "stochastic_round", "step": 1.0}}),
+            json!({"beta": "b", "pos_threshold": "t"}),
+        ));
+        let bytes = m.bytes();
+        let steps = CHECK_AHEAD / 64 + 3;
+        let xs: Vec<f32> = (0..64 * steps).map(|i| (i % 7) as f32 * 0.3).collect();
+        let mut ys = vec![0.0; xs.len()];
+        let mut e = Engine::new(&bytes, 1).unwrap();
+        e.step(&xs[..64], &mut ys[..64]).unwrap();
+        let before = e.snapshot();
+        let mut twin = e.clone();
+        for index in [5, 64 * (steps - 2) + 9, xs.len() - 1] {
+            let mut bad = xs.clone();
+            bad[index] = f32::INFINITY;
+            let err = e.run(&bad, &mut ys, steps).unwrap_err();
+            assert!(
+                matches!(err, Error::NonFinite { index: i, .. } if i == index),
+                "{err}"
+            );
+            assert_eq!(e.snapshot(), before);
+        }
+        // The generator went back too: the next draws are the twin's.
+        let (mut a, mut b) = (vec![0.0; 64 * 4], vec![0.0; 64 * 4]);
+        e.run(&xs[..64 * 4], &mut a, 4).unwrap();
+        twin.run(&xs[..64 * 4], &mut b, 4).unwrap();
+        assert_eq!(a, b);
+        assert!(a.contains(&1.0) && a.contains(&0.0));
     }
 
     /// A two-layer network checked against values computed by hand.
