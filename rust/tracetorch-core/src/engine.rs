@@ -159,11 +159,6 @@ fn input_or<'a>(buffers: &'a [Floats], input: &'a [f32], i: usize) -> &'a [f32] 
 /// streams of 784: about 1 ms on one core).
 const CHECK_PARALLEL: usize = 1 << 16;
 
-/// Whether every value is finite. A fold without early exit vectorizes.
-fn all_finite(data: &[f32]) -> bool {
-    data.iter().fold(true, |ok, v| ok & v.is_finite())
-}
-
 /// A [`Engine::run`] over more input floats than this checks each step's
 /// input just before its step, while it is in cache for the step, instead
 /// of all of them first: 20 steps of 256 streams of 784 (16 MiB) were read
@@ -174,20 +169,26 @@ const CHECK_AHEAD: usize = 1 << 20;
 /// would poison every state it reaches, for good. Large inputs are shared by
 /// the team's threads. `first` is the flat index of `data[0]` in the
 /// argument, for the error.
-fn check_finite(team: &mut Team, what: &'static str, data: &[f32], first: usize) -> Result<()> {
+fn check_finite(
+    k: &Kernels,
+    team: &mut Team,
+    what: &'static str,
+    data: &[f32],
+    first: usize,
+) -> Result<()> {
     let parts = team.threads();
     let ok = if parts > 1 && data.len() >= CHECK_PARALLEL {
         let bad = AtomicBool::new(false);
         team.run(parts, &|part, _| {
             let share =
                 share_start(data.len(), parts, part)..share_start(data.len(), parts, part + 1);
-            if !all_finite(&data[share]) {
+            if !kernels::all_finite(k, &data[share]) {
                 bad.store(true, Ordering::Relaxed);
             }
         });
         !bad.into_inner()
     } else {
-        all_finite(data)
+        kernels::all_finite(k, data)
     };
     if ok {
         return Ok(());
@@ -381,7 +382,7 @@ impl Engine {
         if output.len() != self.output_len() {
             return Err(len_err("step output", self.output_len(), output.len()));
         }
-        check_finite(&mut self.team, "step input", input, 0)?;
+        check_finite(&self.kernels, &mut self.team, "step input", input, 0)?;
         self.step_unchecked(input, output);
         Ok(())
     }
@@ -397,7 +398,7 @@ impl Engine {
         check_sequence("run outputs", n_out, steps, outputs.len())?;
         let per_step = inputs.len() > CHECK_AHEAD;
         if !per_step {
-            check_finite(&mut self.team, "run inputs", inputs, 0)?;
+            check_finite(&self.kernels, &mut self.team, "run inputs", inputs, 0)?;
         }
         if n_in == 0 || n_out == 0 {
             return Ok(());
@@ -410,7 +411,8 @@ impl Engine {
             .zip(outputs.chunks_exact_mut(n_out));
         for (t, (x, y)) in steps.enumerate() {
             if per_step {
-                if let Err(error) = check_finite(&mut self.team, "run inputs", x, t * n_in) {
+                let (k, team) = (&self.kernels, &mut self.team);
+                if let Err(error) = check_finite(k, team, "run inputs", x, t * n_in) {
                     self.roll_back();
                     return Err(error);
                 }
@@ -450,7 +452,13 @@ impl Engine {
     pub fn time_steps(&mut self, inputs: &[f32], times: &mut [f64]) -> Result<()> {
         let n_in = self.input_len();
         check_sequence("time_steps inputs", n_in, times.len(), inputs.len())?;
-        check_finite(&mut self.team, "time_steps inputs", inputs, 0)?;
+        check_finite(
+            &self.kernels,
+            &mut self.team,
+            "time_steps inputs",
+            inputs,
+            0,
+        )?;
         let mut output = vec![0.0f32; self.output_len()];
         for (i, time) in times.iter_mut().enumerate() {
             let x = &inputs[i * n_in..(i + 1) * n_in];

@@ -227,6 +227,41 @@ impl<'a> WithSimd for ActiveInputs<'a> {
     }
 }
 
+/// Whether every value of `data` is finite (no early exit).
+pub(crate) fn all_finite(k: &Kernels, data: &[f32]) -> bool {
+    k.dispatch(AllFinite(data))
+}
+
+struct AllFinite<'a>(&'a [f32]);
+
+impl WithSimd for AllFinite<'_> {
+    type Output = bool;
+
+    /// `x - x` is zero for a finite `x` and NaN for NaN and infinities, and
+    /// a sum with a NaN is NaN: two vector instructions per vector, in four
+    /// independent sums. A fold over `is_finite` took 2.3 instructions per
+    /// float (a 300-float input: 680), and one on the bits did not vectorize.
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> bool {
+        let (head, tail) = S::as_simd_f32s(self.0);
+        let mut sums = [simd.splat_f32s(0.0); 4];
+        let mut chunks = head.chunks_exact(4);
+        for chunk in chunks.by_ref() {
+            for (sum, v) in sums.iter_mut().zip(chunk) {
+                *sum = simd.add_f32s(*sum, simd.sub_f32s(*v, *v));
+            }
+        }
+        for (sum, v) in sums.iter_mut().zip(chunks.remainder()) {
+            *sum = simd.add_f32s(*sum, simd.sub_f32s(*v, *v));
+        }
+        let sum = simd.add_f32s(
+            simd.add_f32s(sums[0], sums[1]),
+            simd.add_f32s(sums[2], sums[3]),
+        );
+        simd.reduce_sum_f32s(sum) == 0.0 && tail.iter().all(|v| v.is_finite())
+    }
+}
+
 /// Layers doing fewer multiply-adds than this per step run on one thread:
 /// below it the hand-over to the team and back costs more than it saves.
 pub(crate) const PARALLEL_WORK: usize = 1 << 15;
@@ -711,6 +746,33 @@ mod tests {
     fn each_isa(mut f: impl FnMut(&Kernels)) {
         for isa in Isa::available() {
             f(&Kernels::new(isa).unwrap());
+        }
+    }
+
+    /// Every instruction set finds a single NaN or infinity at any position
+    /// (in the 16-lane body or the rest), and passes the largest, smallest
+    /// and subnormal finite values.
+    #[test]
+    fn all_finite_finds_every_non_finite_value() {
+        let finite = [
+            0.0,
+            -0.0,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            1e-45,
+            -1.5,
+        ];
+        for n in [0, 1, 15, 16, 17, 33, 100] {
+            let x: Vec<f32> = (0..n).map(|i| finite[i % finite.len()]).collect();
+            each_isa(|k| assert!(all_finite(k, &x), "{} n={n}", k.isa()));
+            for at in 0..n {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN] {
+                    let mut y = x.clone();
+                    y[at] = bad;
+                    each_isa(|k| assert!(!all_finite(k, &y), "{} n={n} at={at}", k.isa()));
+                }
+            }
         }
     }
 
