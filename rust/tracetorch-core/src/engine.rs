@@ -995,9 +995,8 @@ mod tests {
         assert_eq!(a.snapshot(), before);
     }
 
-    /// Stochastic quantizers: reproducible under `seed`, streams independent draws.
-    #[test]
-    fn seeded_stochastic_rounding() {
+    /// 64 neurons that fire at random: mem = 1 -> sigmoid(0) = 0.5 -> 0 or 1.
+    fn stochastic_model() -> Vec<u8> {
         let mut m = ModelFile::new(&[64]);
         m.tensor("b", &[], &[0.5]).tensor("t", &[], &[1.0]);
         m.node(neuron_node(
@@ -1009,7 +1008,13 @@ mod tests {
             json!({"spike": "sigmoid4x", "quant": {"kind": "stochastic_round", "step": 1.0}}),
             json!({"beta": "b", "pos_threshold": "t"}),
         ));
-        let bytes = m.bytes();
+        m.bytes()
+    }
+
+    /// Stochastic quantizers: reproducible under `seed`, streams independent draws.
+    #[test]
+    fn seeded_stochastic_rounding() {
+        let bytes = stochastic_model();
         let run = |seed: u64| {
             let mut e = Engine::new(&bytes, 1).unwrap();
             e.seed(seed);
@@ -1031,18 +1036,7 @@ mod tests {
     /// generator as they were, and is reported at its flat index.
     #[test]
     fn a_large_run_refused_late_rolls_back() {
-        let mut m = ModelFile::new(&[64]);
-        m.tensor("b", &[], &[0.5]).tensor("t", &[], &[1.0]);
-        m.node(neuron_node(
-            "n",
-            "input",
-            &[64],
-            0,
-            json!({"output": "binary"}),
-            json!({"spike": "sigmoid4x", "quant": {"kind": "stochastic_round", "step": 1.0}}),
-            json!({"beta": "b", "pos_threshold": "t"}),
-        ));
-        let bytes = m.bytes();
+        let bytes = stochastic_model();
         let steps = CHECK_AHEAD / 64 + 3;
         let xs: Vec<f32> = (0..64 * steps).map(|i| (i % 7) as f32 * 0.3).collect();
         let mut ys = vec![0.0; xs.len()];
