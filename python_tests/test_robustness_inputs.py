@@ -99,6 +99,10 @@ def test_non_finite_inputs_are_refused_and_change_nothing(value: float) -> None:
     assert_refused(engine, lambda: engine.run(xs), r"run inputs: .*at flat index 34")
     assert_refused(engine, lambda: engine.time_steps(xs), r"time_steps inputs: .*flat index 34")
     assert_refused(engine, lambda: engine.step(bad.astype(np.float64)), "expected finite")
+    # A run too long to check before its first step checks each step as it
+    # comes, and rolls back: the states are still those before the call.
+    long = np.stack([X] * 90_000 + [bad])  # over 1M input floats
+    assert_refused(engine, lambda: engine.run(long), rf"at flat index {long.size - 2}")
     # The engine carries on exactly like one that never saw the bad inputs.
     np.testing.assert_array_equal(engine.step(X), reference.step(X))
 
