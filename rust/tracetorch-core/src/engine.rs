@@ -204,6 +204,15 @@ fn check_finite(
     }
 }
 
+/// Copies every state slot of `from` into `to`, of the same shapes.
+fn copy_states(to: &mut [[Floats; NSLOT]], from: &[[Floats; NSLOT]]) {
+    for (to, from) in to.iter_mut().zip(from) {
+        for (to, from) in to.iter_mut().zip(from) {
+            to.copy_from_slice(from);
+        }
+    }
+}
+
 /// Refuses a sequence of `found` floats that is not `steps` of `per_step`.
 fn check_sequence(what: &str, per_step: usize, steps: usize, found: usize) -> Result<()> {
     let want = per_step.checked_mul(steps);
@@ -424,25 +433,15 @@ impl Engine {
 
     /// Keeps the states and the generator for [`Engine::roll_back`].
     fn save_rollback(&mut self) {
-        let (states, rng) = &mut self.rollback;
-        for (saved, live) in states.iter_mut().zip(&self.states) {
-            for (s, l) in saved.iter_mut().zip(live) {
-                s.copy_from_slice(l);
-            }
-        }
-        *rng = self.rng.clone();
+        copy_states(&mut self.rollback.0, &self.states);
+        self.rollback.1 = self.rng.clone();
     }
 
     /// Returns to the states and the generator kept by
     /// [`Engine::save_rollback`].
     fn roll_back(&mut self) {
-        let (states, rng) = &self.rollback;
-        for (live, saved) in self.states.iter_mut().zip(states) {
-            for (l, s) in live.iter_mut().zip(saved) {
-                l.copy_from_slice(s);
-            }
-        }
-        self.rng = rng.clone();
+        copy_states(&mut self.states, &self.rollback.0);
+        self.rng = self.rollback.1.clone();
     }
 
     /// For benchmarks: steps through `inputs` (`times.len()` steps, checked
