@@ -16,11 +16,7 @@ use crate::simd::{Isa, Kernels};
 /// Reproducible values in [-1, 1).
 fn values(n: usize, seed: u64) -> Floats {
     let mut rng = Rng::new(seed);
-    Floats::from(
-        (0..n)
-            .map(|_| 2.0 * rng.uniform() - 1.0)
-            .collect::<Vec<f32>>(),
-    )
+    (0..n).map(|_| 2.0 * rng.uniform() - 1.0).collect()
 }
 
 /// A linear layer `inp -> out` over `streams` rows.

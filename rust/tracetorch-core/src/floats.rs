@@ -38,6 +38,12 @@ impl From<&[f32]> for Floats {
     }
 }
 
+impl FromIterator<f32> for Floats {
+    fn from_iter<I: IntoIterator<Item = f32>>(values: I) -> Floats {
+        Floats(AVec::from_iter(LINE, values))
+    }
+}
+
 impl From<Vec<f32>> for Floats {
     fn from(v: Vec<f32>) -> Floats {
         Floats::from(&v[..])
@@ -67,7 +73,9 @@ mod tests {
         for n in [1, 3, 16, 1000, 1 << 20] {
             let zeros = Floats::zeros(n);
             let copy = Floats::from(&vec![1.5; n][..]);
-            for f in [&zeros, &copy, &zeros.clone()] {
+            let collected: Floats = std::iter::repeat(1.5).take(n).collect();
+            assert_eq!(collected, copy);
+            for f in [&zeros, &copy, &collected, &zeros.clone()] {
                 assert_eq!(f.as_ptr() as usize % LINE, 0, "{n} floats");
                 assert_eq!(f.len(), n);
             }
