@@ -251,6 +251,8 @@ impl WithSimd for AllFinite<'_> {
                 *sum = simd.add_f32s(*sum, simd.sub_f32s(*v, *v));
             }
         }
+        // Apart from the whole chunks: one loop over `chunks(4)` did not
+        // unroll, and took 430 instructions for conv's input against 180.
         for (sum, v) in sums.iter_mut().zip(chunks.remainder()) {
             *sum = simd.add_f32s(*sum, simd.sub_f32s(*v, *v));
         }
