@@ -200,7 +200,34 @@ impl Kernels {
             };
             let a = &a[grouped * k..];
             let o = Operands { start, a, ..o };
-            self.arch.dispatch(Single { y: y_single, o });
+            let y = y_single;
+            if narrow_layer(self.isa.lanes(), b.width) {
+                self.narrow(y, o);
+            } else {
+                self.arch.dispatch(Single { y, o });
+            }
+        }
+    }
+
+    /// The rows of a narrow layer (see [`narrow_layer`]), each a single
+    /// tile of every column that sums over `k` in interleaved parts: eight
+    /// independent sums, where a 1024-16 layer waited on two. The tile's
+    /// shape is chosen here, in plain code, so that each compiles to a SIMD
+    /// function of its own: chosen inside one, the set-up of all six ran on
+    /// every call (a 64-4 layer's step spent half its instructions there).
+    fn narrow(&self, y: &mut [f32], o: Operands<'_>) {
+        let (lanes, n) = (self.isa.lanes(), o.end - o.first);
+        // Packed panels are padded to 16 columns: their weights load as
+        // whole vectors, only the outputs are partial.
+        let padded = o.b.width >= 2 * lanes;
+        let arch = self.arch;
+        match n {
+            _ if n == lanes => arch.dispatch(Narrow::<1, 8, false, true> { y, o }),
+            _ if n < lanes && padded => arch.dispatch(Narrow::<1, 8, true, true> { y, o }),
+            _ if n < lanes => arch.dispatch(Narrow::<1, 8, true, false> { y, o }),
+            _ if n == 2 * lanes => arch.dispatch(Narrow::<2, 4, false, true> { y, o }),
+            _ if padded => arch.dispatch(Narrow::<2, 4, true, true> { y, o }),
+            _ => arch.dispatch(Narrow::<2, 4, true, false> { y, o }),
         }
     }
 
@@ -360,30 +387,6 @@ impl WithSimd for Single<'_> {
     fn with_simd<S: Simd>(self, simd: S) {
         let Single { y, o } = self;
         let n = o.end - o.first;
-        if narrow_layer(S::F32_LANES, o.b.width) {
-            // Every column in one tile, the sum over `k` in interleaved
-            // parts: eight independent sums (a 1024-16 layer waited on two).
-            // (Whole and partial widths apart, each with its own loop: a
-            // width known only at run time cost a branch per load.)
-            let (lanes, c) = (S::F32_LANES, o.first);
-            // Packed panels are padded to 16 columns: their weights load as
-            // whole vectors, only the outputs are partial.
-            let padded = o.b.width >= 2 * lanes;
-            for m in 0..y.len() / n {
-                let rows = tile_rows::<1>(&o, m);
-                match n {
-                    _ if n == lanes => tile::<S, 1, 1, 8>(simd, o, &rows, y, m, c, false, true),
-                    _ if n < lanes && padded => {
-                        tile::<S, 1, 1, 8>(simd, o, &rows, y, m, c, true, true)
-                    }
-                    _ if n < lanes => tile::<S, 1, 1, 8>(simd, o, &rows, y, m, c, true, false),
-                    _ if n == 2 * lanes => tile::<S, 1, 2, 4>(simd, o, &rows, y, m, c, false, true),
-                    _ if padded => tile::<S, 1, 2, 4>(simd, o, &rows, y, m, c, true, true),
-                    _ => tile::<S, 1, 2, 4>(simd, o, &rows, y, m, c, true, false),
-                }
-            }
-            return;
-        }
         // A single row takes blocks of a whole panel on AVX2 (8 vectors, the
         // weights read straight into the multiply-adds): eight independent
         // sums keep both FMA units busy where four waited on their latency
@@ -400,9 +403,33 @@ impl WithSimd for Single<'_> {
     }
 }
 
+/// Rows of a narrow layer, each one tile of `V` vectors summing in `P`
+/// parts (see [`Kernels::narrow`] and [`tile`] for the flags). Whole and
+/// partial widths apart, each with its own loop: a width known only at run
+/// time cost a branch per load.
+struct Narrow<'a, const V: usize, const P: usize, const PARTIAL: bool, const B_WHOLE: bool> {
+    y: &'a mut [f32],
+    o: Operands<'a>,
+}
+
+impl<const V: usize, const P: usize, const PARTIAL: bool, const B_WHOLE: bool> WithSimd
+    for Narrow<'_, V, P, PARTIAL, B_WHOLE>
+{
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Narrow { y, o } = self;
+        for m in 0..y.len() / (o.end - o.first) {
+            let rows = tile_rows::<1>(&o, m);
+            tile::<S, 1, V, P>(simd, o, &rows, y, m, o.first, PARTIAL, B_WHOLE);
+        }
+    }
+}
+
 /// A layer of at most two AVX2 vectors of outputs (`b` panels that narrow,
 /// so it is never split into column ranges): its rows are never grouped,
-/// and each sums in interleaved parts (see [`Single`]). Two vectors are too
+/// and each sums in interleaved parts (see [`Narrow`]). Two vectors are too
 /// few independent sums for one row, and grouping rows would not give them
 /// the bits of a row alone.
 fn narrow_layer(lanes: usize, panel_width: usize) -> bool {
