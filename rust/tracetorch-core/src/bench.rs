@@ -83,6 +83,7 @@ impl LinearCase {
 pub struct ConvCase {
     kernels: Kernels,
     window: Window,
+    taps: Vec<usize>,
     out_channels: usize,
     x: Floats,
     y: Floats,
@@ -115,13 +116,14 @@ impl ConvCase {
         };
         Some(ConvCase {
             kernels: Kernels::new(isa)?,
+            taps: window.taps(1),
             window,
             out_channels,
             x: values(channels * side * side * streams, 4),
             y: Floats::zeros(out_channels * o * o * streams),
             weight: values(out_channels * channels * 9, 5),
             bias: values(out_channels, 6),
-            col: Floats::zeros(channels * 9 * o * o),
+            col: Floats::zeros(window.scratch_floats(1)?),
         })
     }
 
@@ -134,6 +136,7 @@ impl ConvCase {
             &self.weight,
             Some(&self.bias),
             &self.window,
+            &self.taps,
             self.out_channels,
             1,
             &mut self.col,

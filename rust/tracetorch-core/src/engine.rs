@@ -74,7 +74,7 @@ pub struct Engine {
 /// Per-thread scratch of the kernels, allocated with the engine.
 #[derive(Debug, Clone)]
 struct Scratch {
-    /// One sample's im2col matrix.
+    /// One sample's convolution scratch (padded input or im2col matrix).
     col: Floats,
     /// Indices of the active inputs of an event-driven layer.
     active: Vec<u32>,
@@ -523,6 +523,7 @@ impl Engine {
                     weight,
                     bias,
                     window,
+                    taps,
                     out_channels,
                     groups,
                 } => {
@@ -544,6 +545,7 @@ impl Engine {
                                 weight,
                                 bias.as_deref(),
                                 window,
+                                taps,
                                 *out_channels,
                                 *groups,
                                 &mut s.col,

@@ -4,10 +4,11 @@
 //! ones (linear, convolution) run on the SIMD kernels of [`crate::simd`].
 
 use std::ops::Range;
+use std::sync::atomic::{compiler_fence, Ordering};
 
 use pulp::{Simd, WithSimd};
 
-use crate::simd::{load, store, Isa, Kernels, Panels, Start};
+use crate::simd::{load, store, Isa, Kernels, Panels, Start, MAX_LANES};
 use crate::team::{share_start, Shares, Team};
 
 /// An event-driven step skips the inactive inputs; it pays off below this
@@ -383,6 +384,53 @@ pub(crate) struct Window {
 }
 
 impl Window {
+    /// Whether [`conv2d`] reads the input directly (unit stride along `x`)
+    /// rather than through an im2col matrix.
+    pub(crate) fn direct(&self) -> bool {
+        self.stride.1 == 1
+    }
+
+    /// The floats of [`conv2d`]'s scratch for `groups`: one group's padded
+    /// input (and a vector of slack, which only discarded lanes read) for a
+    /// direct convolution, else one group's im2col matrix. `None` on
+    /// overflow.
+    pub(crate) fn scratch_floats(&self, groups: usize) -> Option<usize> {
+        let cg = self.c / groups.max(1);
+        if self.direct() {
+            let (ph, pw) = self.padded();
+            cg.checked_mul(ph)?.checked_mul(pw)?.checked_add(MAX_LANES)
+        } else {
+            cg.checked_mul(self.kh * self.kw)?
+                .checked_mul(self.oh * self.ow)
+        }
+    }
+
+    /// Where each tap `(c, ky, kx)` of a direct convolution over `groups`
+    /// starts in its padded input, in the weights' order (empty when the
+    /// convolution goes through im2col). Taken at load: the inner loop then
+    /// runs over one list, not three nested loops.
+    pub(crate) fn taps(&self, groups: usize) -> Vec<usize> {
+        if !self.direct() {
+            return Vec::new();
+        }
+        let (ph, pw) = self.padded();
+        let cg = self.c / groups.max(1);
+        let mut taps = Vec::with_capacity(cg * self.kh * self.kw);
+        for c in 0..cg {
+            for ky in 0..self.kh {
+                for kx in 0..self.kw {
+                    taps.push((c * ph + ky * self.dil.0) * pw + kx * self.dil.1);
+                }
+            }
+        }
+        taps
+    }
+
+    /// Height and width of the input plane with its padding.
+    fn padded(&self) -> (usize, usize) {
+        (self.h + 2 * self.pad.0, self.w + 2 * self.pad.1)
+    }
+
     /// Floats of one input sample `[C, H, W]` and one output sample `[O, OH, OW]`.
     pub(crate) fn sample_sizes(&self, out_channels: usize) -> (usize, usize) {
         (self.c * self.h * self.w, out_channels * self.oh * self.ow)
@@ -497,6 +545,192 @@ impl WithSimd for Im2col<'_> {
     }
 }
 
+/// One group of a convolution with unit stride along `x`, computed from
+/// its input: im2col copied every input value `KH x KW` times (a 3-16
+/// convolution on 10x10 spent a third of its instructions there). The
+/// input is first copied with its padding into `padded`, so that every tap
+/// reads a whole vector of consecutive positions of one row. An output row
+/// is cut into vectors; a register tile holds several output channels x two
+/// vectors, each input vector loaded feeding all its channels.
+struct DirectConv<'a> {
+    /// `[cg, H, W]`.
+    x: &'a [f32],
+    /// `[og, OH, OW]`.
+    y: &'a mut [f32],
+    /// `[og, cg, KH, KW]`.
+    weight: &'a [f32],
+    bias: Option<&'a [f32]>,
+    g: &'a Window,
+    /// [`Window::taps`].
+    taps: &'a [usize],
+    padded: &'a mut [f32],
+}
+
+/// Output channels of a [`DirectConv`] register tile, then of the tiles
+/// for the channels left: 6 x 2 sums, 2 input vectors and a broadcast
+/// weight fill 15 of AVX2's 16 registers (a 4 x 3 tile, 16, was spilled).
+const CONV_CHANNELS: (usize, usize) = (6, 4);
+
+impl WithSimd for DirectConv<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let DirectConv {
+            x,
+            y,
+            weight,
+            bias,
+            g,
+            taps,
+            padded,
+        } = self;
+        let lanes = S::F32_LANES;
+        let (ph, pw) = g.padded();
+        let cg = x.len() / (g.h * g.w);
+        let padded = &mut padded[..cg * ph * pw + lanes];
+        if g.pad == (0, 0) {
+            padded[..x.len()].copy_from_slice(x);
+        } else {
+            padded.fill(0.0);
+            for (c, plane) in x.chunks_exact(g.h * g.w).enumerate() {
+                for (iy, row) in plane.chunks_exact(g.w).enumerate() {
+                    let at = (c * ph + iy + g.pad.0) * pw + g.pad.1;
+                    padded[at..at + g.w].copy_from_slice(row);
+                }
+            }
+        }
+        let plane = g.oh * g.ow;
+        let og = y.len() / plane;
+        let kdim = taps.len();
+        // Every read below stays inside `padded` and `weight`: the last
+        // tap's last vector ends there at the latest.
+        let segments = g.ow.div_ceil(lanes);
+        let last_vector = g.oh.saturating_sub(1) * g.stride.0 * pw + (segments - 1) * lanes;
+        let last_tap = taps.iter().max().copied().unwrap_or(0);
+        assert!(last_tap + last_vector + lanes <= padded.len());
+        assert!(og * kdim <= weight.len() && bias.map_or(true, |b| b.len() >= og));
+        let conv = Conv {
+            padded,
+            weight,
+            bias,
+            taps,
+        };
+        // The output vectors in order, two at a time: (start in a padded
+        // plane, start in an output plane, floats).
+        let vector = |oy: usize, seg: usize| {
+            let x0 = seg * lanes;
+            (
+                oy * g.stride.0 * pw + x0,
+                oy * g.ow + x0,
+                lanes.min(g.ow - x0),
+            )
+        };
+        let (mut oy, mut seg) = (0, 0);
+        let mut next = || {
+            if oy == g.oh {
+                return None;
+            }
+            let v = vector(oy, seg);
+            seg += 1;
+            if seg == segments {
+                (oy, seg) = (oy + 1, 0);
+            }
+            Some(v)
+        };
+        while let Some(first) = next() {
+            match next() {
+                Some(second) => conv.channels::<S, 2>(simd, y, plane, og, [first, second]),
+                None => conv.channels::<S, 1>(simd, y, plane, og, [first]),
+            }
+        }
+    }
+}
+
+/// The read-only side of a [`DirectConv`], its reads checked there.
+struct Conv<'a> {
+    padded: &'a [f32],
+    weight: &'a [f32],
+    bias: Option<&'a [f32]>,
+    taps: &'a [usize],
+}
+
+impl Conv<'_> {
+    /// Every output channel at the output vectors `at` (see
+    /// [`DirectConv`]), in tiles of [`CONV_CHANNELS`], then one at a time.
+    #[inline(always)]
+    fn channels<S: Simd, const V: usize>(
+        &self,
+        simd: S,
+        y: &mut [f32],
+        plane: usize,
+        og: usize,
+        at: [(usize, usize, usize); V],
+    ) {
+        let (wide, narrow) = CONV_CHANNELS;
+        let mut oc = 0;
+        while oc + wide <= og {
+            self.tile::<S, { CONV_CHANNELS.0 }, V>(simd, y, plane, oc, at);
+            oc += wide;
+        }
+        while oc + narrow <= og {
+            self.tile::<S, { CONV_CHANNELS.1 }, V>(simd, y, plane, oc, at);
+            oc += narrow;
+        }
+        while oc < og {
+            self.tile::<S, 1, V>(simd, y, plane, oc, at);
+            oc += 1;
+        }
+    }
+
+    /// Output channels `oc..oc + R` at the output vectors `at`.
+    #[inline(always)]
+    fn tile<S: Simd, const R: usize, const V: usize>(
+        &self,
+        simd: S,
+        y: &mut [f32],
+        plane: usize,
+        oc: usize,
+        at: [(usize, usize, usize); V],
+    ) {
+        let zero = simd.splat_f32s(0.0);
+        let mut acc = [[zero; V]; R];
+        if let Some(b) = self.bias {
+            for (r, row) in acc.iter_mut().enumerate() {
+                *row = [simd.splat_f32s(b[oc + r]); V];
+            }
+        }
+        let kdim = self.taps.len();
+        let p = self.padded.as_ptr();
+        let w = self.weight[oc * kdim..].as_ptr();
+        for (t, &tap) in self.taps.iter().enumerate() {
+            // SAFETY: `DirectConv` checked that the last tap's last vector
+            // lies in `padded`, and the weights of every channel.
+            let xs: [S::f32s; V] = std::array::from_fn(|j| unsafe {
+                p.add(tap + at[j].0).cast::<S::f32s>().read_unaligned()
+            });
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                // SAFETY: as above (`oc + r < og`, `t < kdim`).
+                let wv = simd.splat_f32s(unsafe { *w.add(r * kdim + t) });
+                for (a, xv) in acc_r.iter_mut().zip(xs) {
+                    *a = simd.mul_add_e_f32s(wv, xv, *a);
+                }
+                // As in `simd::accumulate`: each broadcast stays after the
+                // previous channel's multiply-adds (hoisted, they spill).
+                if R > 1 && S::F32_LANES == 8 {
+                    compiler_fence(Ordering::SeqCst);
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (a, &(_, out, n)) in acc_r.iter().zip(&at) {
+                let o = (oc + r) * plane + out;
+                store(simd, &mut y[o..o + n], *a);
+            }
+        }
+    }
+}
+
 /// `dst = src`, a vector at a time (same lengths).
 #[inline(always)]
 fn copy<S: Simd>(simd: S, dst: &mut [f32], src: &[f32]) {
@@ -511,11 +745,15 @@ fn copy<S: Simd>(simd: S, dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// Grouped, strided, padded, dilated 2-d convolution of `streams` samples,
-/// as im2col then one broadcast-accumulate product per group.
+/// Grouped, strided, padded, dilated 2-d convolution of `streams` samples.
+/// With a unit stride along `x`, each group's input is copied into `col`
+/// with its padding, and the output computed from it directly
+/// ([`DirectConv`]); otherwise through im2col and one broadcast-accumulate
+/// product per group.
 ///
 /// `x` is `[streams, C, H, W]`, `y` is `[streams, O, OH, OW]`, `weight` is
-/// `[O, C/groups, KH, KW]`; `col` holds at least one group's im2col matrix.
+/// `[O, C/groups, KH, KW]`; `taps` is [`Window::taps`] and `col` holds
+/// [`Window::scratch_floats`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv2d(
     k: &Kernels,
@@ -524,6 +762,7 @@ pub(crate) fn conv2d(
     weight: &[f32],
     bias: Option<&[f32]>,
     g: &Window,
+    taps: &[usize],
     o_channels: usize,
     groups: usize,
     col: &mut [f32],
@@ -538,6 +777,26 @@ pub(crate) fn conv2d(
     let cg = g.c / groups;
     let og = o_channels / groups;
     let kdim = cg * g.kh * g.kw;
+    if g.direct() {
+        for (xs, ys) in x
+            .chunks_exact(in_sample)
+            .zip(y.chunks_exact_mut(out_sample))
+        {
+            for group in 0..groups {
+                let rows = group * og..(group + 1) * og;
+                k.dispatch(DirectConv {
+                    x: &xs[group * cg * in_plane..(group + 1) * cg * in_plane],
+                    y: &mut ys[rows.start * out_plane..rows.end * out_plane],
+                    weight: &weight[rows.start * kdim..rows.end * kdim],
+                    bias: bias.map(|b| &b[rows]),
+                    g,
+                    taps,
+                    padded: col,
+                });
+            }
+        }
+        return;
+    }
     let col = &mut col[..kdim * out_plane];
     for (xs, ys) in x
         .chunks_exact(in_sample)
@@ -827,9 +1086,9 @@ mod tests {
     ) {
         let mut first: Option<Vec<f32>> = None;
         each_isa(|k| {
-            let mut col = vec![f32::NAN; (g.c / gr) * g.kh * g.kw * g.oh * g.ow];
+            let mut col = vec![f32::NAN; g.scratch_floats(gr).unwrap()];
             y.fill(f32::NAN);
-            conv2d(k, x, y, w, b, g, o, gr, &mut col);
+            conv2d(k, x, y, w, b, g, &g.taps(gr), o, gr, &mut col);
             match &first {
                 None => first = Some(y.to_vec()),
                 Some(f) => assert_eq!(f.as_slice(), &*y, "{}", k.isa()),
@@ -971,30 +1230,35 @@ mod tests {
             ((seed >> 24) % 7) as f32 - 3.0
         };
         for (h, w) in [(1usize, 1usize), (3, 2), (5, 7), (10, 10), (4, 19), (6, 40)] {
-            for (k, pad, stride, dil) in [
-                (1usize, 0usize, 1usize, 1usize),
-                (3, 0, 1, 1),
-                (3, 1, 1, 1),
-                (2, 2, 1, 2),
-                (3, 1, 2, 1),
+            // Strides (y, x): a unit `x` stride runs the direct kernel, any
+            // other im2col.
+            for (k, pad, (sy, sx), dil) in [
+                (1usize, 0usize, (1usize, 1usize), 1usize),
+                (3, 0, (1, 1), 1),
+                (3, 1, (1, 1), 1),
+                (2, 2, (1, 1), 2),
+                (3, 1, (2, 2), 1),
+                (3, 1, (2, 1), 1),
+                (3, 0, (1, 2), 1),
             ] {
                 let oh = (h + 2 * pad)
                     .checked_sub(dil * (k - 1) + 1)
-                    .map(|v| v / stride + 1);
+                    .map(|v| v / sy + 1);
                 let ow = (w + 2 * pad)
                     .checked_sub(dil * (k - 1) + 1)
-                    .map(|v| v / stride + 1);
+                    .map(|v| v / sx + 1);
                 let (Some(oh), Some(ow)) = (oh, ow) else {
                     continue;
                 };
-                let (c, o) = (2, 3);
+                // 11 output channels: a tile of 6, one of 4 and one of 1.
+                let (c, o) = (2, 11);
                 let g = Window {
                     c,
                     h,
                     w,
                     kh: k,
                     kw: k,
-                    stride: (stride, stride),
+                    stride: (sy, sx),
                     pad: (pad, pad),
                     dil: (dil, dil),
                     oh,
@@ -1010,8 +1274,8 @@ mod tests {
                     for (ic, ky, kx) in (0..c)
                         .flat_map(|a| (0..k).flat_map(move |b| (0..k).map(move |d| (a, b, d))))
                     {
-                        let iy = (oy * stride + ky * dil) as isize - pad as isize;
-                        let ix = (ox * stride + kx * dil) as isize - pad as isize;
+                        let iy = (oy * sy + ky * dil) as isize - pad as isize;
+                        let ix = (ox * sx + kx * dil) as isize - pad as isize;
                         if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
                             acc += wt[((oc * c + ic) * k + ky) * k + kx]
                                 * x[(ic * h + iy as usize) * w + ix as usize];
@@ -1021,7 +1285,7 @@ mod tests {
                 }
                 let mut y = vec![0.0; o * oh * ow];
                 conv(&x, &mut y, &wt, None, &g, o, 1);
-                assert_eq!(y, want, "{h}x{w} k{k} pad {pad} stride {stride} dil {dil}");
+                assert_eq!(y, want, "{h}x{w} k{k} pad {pad} stride {sy},{sx} dil {dil}");
             }
         }
     }

@@ -11,7 +11,7 @@ use pulp::{Simd, WithSimd};
 
 use crate::floats::Floats;
 use crate::rng::Rng;
-use crate::simd::{load, store, Kernels};
+use crate::simd::{load, store, Kernels, MAX_LANES};
 
 /// Where the `bias` parameter enters the update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -855,9 +855,6 @@ fn lane<S: Simd, T: Traces>(
         }
     }
 }
-
-/// Floats per vector of the widest instruction set (AVX-512).
-const MAX_LANES: usize = 16;
 
 /// Where a vector of neurons finds its parameters.
 #[derive(Clone, Copy)]

@@ -68,6 +68,8 @@ pub(crate) enum Kernel {
         weight: Floats,
         bias: Option<Floats>,
         window: Window,
+        /// [`Window::taps`] of the window and groups.
+        taps: Vec<usize>,
         out_channels: usize,
         groups: usize,
     },
@@ -128,7 +130,7 @@ pub struct Plan {
     /// Floats held by the plan (weights, in every layout kept) plus the
     /// per-engine scratch below.
     weight_floats: usize,
-    /// Per-engine scratch: the largest im2col matrix of one sample.
+    /// Per-engine scratch: the largest convolution scratch of one sample (a padded input or an im2col matrix, [`crate::kernels::Window::scratch_floats`]).
     pub(crate) col_floats: usize,
     /// Per-engine scratch: the largest input of an event-driven linear layer.
     pub(crate) active_len: usize,
@@ -708,7 +710,7 @@ impl Builder {
     }
 
     /// Marks the linear layers fed by spikes (for the event-driven path) and
-    /// returns the scratch sizes `(im2col floats, active-input indices)`,
+    /// returns the scratch sizes `(convolution floats, active-input indices)`,
     /// which count against the weight budget.
     fn lay_out_for_kernels(&mut self) -> Result<(usize, usize)> {
         let spiking: HashSet<usize> = self
@@ -729,8 +731,7 @@ impl Builder {
                 Kernel::Conv {
                     window: g, groups, ..
                 } => {
-                    let k = (g.c / *groups) * g.kh * g.kw;
-                    col = col.max(k.saturating_mul(g.oh * g.ow));
+                    col = col.max(g.scratch_floats(*groups).unwrap_or(usize::MAX));
                 }
                 _ => {}
             }
@@ -977,6 +978,7 @@ impl Builder {
                     Some(Kernel::Conv {
                         weight: weight.into(),
                         bias,
+                        taps: window.taps(groups),
                         window,
                         out_channels: o,
                         groups,

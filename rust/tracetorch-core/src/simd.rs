@@ -255,6 +255,9 @@ impl Kernels {
     }
 }
 
+/// Floats per vector of the widest instruction set (AVX-512).
+pub(crate) const MAX_LANES: usize = 16;
+
 /// Columns per panel of a [`Panels`] matrix: a multiple of every vector
 /// width, so that no register tile straddles two panels.
 pub(crate) const PANEL: usize = 64;
