@@ -858,11 +858,14 @@ fn lane<S: Simd, T: Traces>(
 
 /// Where a vector of neurons finds its parameters.
 #[derive(Clone, Copy)]
-enum Params<'a> {
+enum Params<'a, V> {
     /// Lane by lane, from the columns at this neuron offset.
     Column(usize),
-    /// One row broadcast to every lane.
-    Row(&'a ParamRow),
+    /// One row, already broadcast to every lane: held in registers across
+    /// a channel's positions, where broadcasts from the row were repeated
+    /// for every vector, with the sums of parameters made from them (the
+    /// stores might have changed the row, as far as the compiler knew).
+    Splat(&'a [V; NPARAM]),
 }
 
 /// Whole-vector access to the buffers of a [`NeuronPass`], unchecked: the
@@ -920,7 +923,7 @@ impl<'a> Unchecked<'a> {
         spec: &NeuronSpec,
         fire: &Fire,
         rng: &mut Rng,
-        params: Params<'_>,
+        params: Params<'_, S::f32s>,
         at: usize,
     ) {
         let simd = o.0;
@@ -949,7 +952,7 @@ impl<'a> Unchecked<'a> {
         let (columns, stride) = (self.columns, self.stride);
         let p = |k: usize| match params {
             Params::Column(c) => read(columns, k * stride + c),
-            Params::Row(row) => simd.splat_f32s(row[k]),
+            Params::Splat(row) => row[k],
         };
         let y = update::<S, T>(o, spec, fire, p, &mut uniform, &mut s, read(self.x, at));
         let write = |v: &mut [f32], value: S::f32s| {
@@ -1025,7 +1028,8 @@ impl<T: Traces, const LAYOUT: u8> WithSimd for Sweep<'_, T, LAYOUT> {
             } else if LAYOUT == BY_CHANNEL {
                 // One channel's parameters, broadcast over its positions.
                 for (c, row) in layer.params.iter().enumerate() {
-                    let p = Params::Row(row);
+                    let splat = row.map(|v| simd.splat_f32s(v));
+                    let p = Params::Splat(&splat);
                     for j in (0..inner).step_by(lanes) {
                         // SAFETY: `inner` is whole vectors, and the row is in `x`.
                         unsafe { v.update::<S, T>(o, spec, fire, rng, p, base + c * inner + j) };
