@@ -8,7 +8,7 @@ use std::sync::atomic::{compiler_fence, Ordering};
 
 use pulp::{Simd, WithSimd};
 
-use crate::simd::{load, store, Isa, Kernels, Panels, Start, MAX_LANES};
+use crate::simd::{load, store, Kernels, Panels, Start, MAX_LANES};
 use crate::team::{share_start, Shares, Team};
 
 /// An event-driven step skips the inactive inputs; it pays off below this
@@ -115,7 +115,9 @@ fn active_inputs<'a>(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: kernels for these instruction sets exist only on CPUs
         // that run them, and both include AVX2 and POPCNT.
-        Isa::Avx2 | Isa::Avx512 => unsafe { left_pack_avx2(x, active, limit) },
+        crate::simd::Isa::Avx2 | crate::simd::Isa::Avx512 => unsafe {
+            left_pack_avx2(x, active, limit)
+        },
         _ => k.dispatch(ActiveInputs { x, active, limit }),
     }
 }
