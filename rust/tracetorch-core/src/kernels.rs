@@ -779,49 +779,34 @@ pub(crate) fn conv2d(
     let cg = g.c / groups;
     let og = o_channels / groups;
     let kdim = cg * g.kh * g.kw;
-    if g.direct() {
-        for (xs, ys) in x
-            .chunks_exact(in_sample)
-            .zip(y.chunks_exact_mut(out_sample))
-        {
-            for group in 0..groups {
-                let rows = group * og..(group + 1) * og;
-                k.dispatch(DirectConv {
-                    x: &xs[group * cg * in_plane..(group + 1) * cg * in_plane],
-                    y: &mut ys[rows.start * out_plane..rows.end * out_plane],
-                    weight: &weight[rows.start * kdim..rows.end * kdim],
-                    bias: bias.map(|b| &b[rows]),
-                    g,
-                    taps,
-                    padded: col,
-                });
-            }
-        }
-        return;
-    }
-    let col = &mut col[..kdim * out_plane];
     for (xs, ys) in x
         .chunks_exact(in_sample)
         .zip(y.chunks_exact_mut(out_sample))
     {
         for group in 0..groups {
-            k.dispatch(Im2col {
-                x: &xs[group * cg * in_plane..],
-                col,
-                g,
-                cg,
-            });
             let rows = group * og..(group + 1) * og;
-            let start = bias.map_or(Start::Zero, |b| Start::Row(&b[rows.clone()]));
-            k.outer_accumulate(
-                &mut ys[rows.start * out_plane..rows.end * out_plane],
-                start,
-                &weight[rows.start * kdim..rows.end * kdim],
-                Panels::plain(col, out_plane),
-                kdim,
-                0..out_plane,
-                None,
-            );
+            let x = &xs[group * cg * in_plane..(group + 1) * cg * in_plane];
+            let y = &mut ys[rows.start * out_plane..rows.end * out_plane];
+            let weight = &weight[rows.start * kdim..rows.end * kdim];
+            let bias = bias.map(|b| &b[rows]);
+            if g.direct() {
+                let padded = &mut *col;
+                k.dispatch(DirectConv {
+                    x,
+                    y,
+                    weight,
+                    bias,
+                    g,
+                    taps,
+                    padded,
+                });
+            } else {
+                let col = &mut col[..kdim * out_plane];
+                k.dispatch(Im2col { x, col, g, cg });
+                let start = bias.map_or(Start::Zero, Start::Row);
+                let b = Panels::plain(col, out_plane);
+                k.outer_accumulate(y, start, weight, b, kdim, 0..out_plane, None);
+            }
         }
     }
 }

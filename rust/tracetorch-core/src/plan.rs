@@ -130,7 +130,9 @@ pub struct Plan {
     /// Floats held by the plan (weights, in every layout kept) plus the
     /// per-engine scratch below.
     weight_floats: usize,
-    /// Per-engine scratch: the largest convolution scratch of one sample (a padded input or an im2col matrix, [`crate::kernels::Window::scratch_floats`]).
+    /// Per-engine scratch: the largest convolution scratch of one sample (a
+    /// padded input or an im2col matrix, see
+    /// [`crate::kernels::Window::scratch_floats`]).
     pub(crate) col_floats: usize,
     /// Per-engine scratch: the largest input of an event-driven linear layer.
     pub(crate) active_len: usize,
