@@ -28,7 +28,7 @@ pub struct LinearCase {
     bias: Floats,
     inp: usize,
     out: usize,
-    events: bool,
+    event_limit: usize,
     active: Vec<u32>,
 }
 
@@ -56,7 +56,7 @@ impl LinearCase {
             bias: values(out, 3),
             inp,
             out,
-            events: activity.is_some(),
+            event_limit: activity.map_or(0, |_| kernels::event_limit(inp, out)),
             active: vec![0; inp],
         })
     }
@@ -72,7 +72,7 @@ impl LinearCase {
             self.inp,
             self.out,
             0..self.out,
-            self.events,
+            self.event_limit,
             &mut self.active,
         );
         &self.y

@@ -493,11 +493,11 @@ impl Engine {
                     bias,
                     inp,
                     out: o,
-                    events,
+                    event_limit: limit,
                 } => {
                     let linear = |x: &[f32], y: &mut [f32], cols, s: &mut Scratch| {
                         let (bias, active) = (bias.as_deref(), &mut s.active);
-                        kernels::linear(k, x, y, weight_t, bias, *inp, *o, cols, *events, active)
+                        kernels::linear(k, x, y, weight_t, bias, *inp, *o, cols, *limit, active)
                     };
                     let work = *inp * *o;
                     if streams == 1 {

@@ -16,43 +16,50 @@ use crate::team::{share_start, Shares, Team};
 /// streams per pass over the weights and reads no index list).
 const EVENT_DENSITY: f32 = 0.75;
 
+/// Outputs per unit of the event cost model: a 32-byte run of an input's
+/// weights, one AVX2 vector. The model counts bytes rather than vectors of
+/// the instruction set: an input's weight row streams from the caches at
+/// the same bytes per cycle whatever the vector width (on a Zen 5, a
+/// 1024-16 layer broke even at 50-52% active inputs on AVX2 and on
+/// AVX-512, where counting AVX-512 vectors limited it to 7%).
+const EVENT_UNIT: usize = 8;
+
 /// What an active input costs the event-driven path beyond the dense one,
-/// in vectors of outputs: its index, its address and a prefetch. An input
-/// costs the dense path a vector per `lanes` outputs, so narrow layers pay
-/// off only when few inputs are active (measured on AVX2: 1024-16 breaks
-/// even at ~20% active inputs, 64-64 below 50%, 1024-1024 near 80%).
+/// in units of [`EVENT_UNIT`] outputs: its index, its address and a
+/// prefetch. An input costs the dense path a unit per 8 outputs, so narrow
+/// layers pay off only when few inputs are active (measured on a Zen 2,
+/// AVX2: 1024-16 breaks even at ~20% active inputs, 64-64 below 50%,
+/// 1024-1024 near 80%; a Zen 5 breaks even later on each).
 const EVENT_OVERHEAD: f32 = 10.0;
 
 /// What an event-driven row costs beyond a dense one whatever its activity,
-/// in vector multiply-adds: the scan for its active inputs and a second
-/// kernel call. Small layers never recover it: on AVX2, 64-4 took 1.33x its
-/// dense time at any activity, 128-10 1.46x at 15%, 64-64 1.06-1.14x at
-/// 30-44% (limits without this cost).
+/// in units of [`EVENT_UNIT`]: the scan for its active inputs and a second
+/// kernel call. Small layers never recover it: on a Zen 2 (AVX2), 64-4 took
+/// 1.33x its dense time at any activity, 128-10 1.46x at 15%, 64-64
+/// 1.06-1.14x at 30-44% (limits without this cost).
 const EVENT_FIXED: f32 = 256.0;
 
 /// The most active inputs for which a row of a linear layer `inp -> out`
-/// takes the event-driven path, for vectors of `lanes`: where the dense
-/// cost, `inp` vectors per `lanes` outputs, exceeds the event-driven one, and
-/// at most `EVENT_DENSITY` of the inputs. Zero means never. It depends on
-/// the whole layer, never on a share of its columns, so that threads make
-/// the decision one thread would.
-fn event_limit(inp: usize, out: usize, lanes: usize) -> usize {
-    // Shifts and conversions through `i64`, one instruction each: lanes are
-    // a power of two, and a division by a run-time value or a `usize`
-    // conversion costs tens of cycles, a lot in a 64-4 layer of 60 ns.
-    debug_assert!(lanes.is_power_of_two());
-    let vectors = ((out + lanes - 1) >> lanes.trailing_zeros()) as i64 as f32;
-    let inputs = inp as i64 as f32;
-    let pays = (inputs * vectors - EVENT_FIXED) / (vectors + EVENT_OVERHEAD);
-    pays.min(inputs * EVENT_DENSITY).max(0.0) as i64 as usize
+/// whose input is spikes takes the event-driven path: where the dense cost,
+/// `inp` units per [`EVENT_UNIT`] outputs, exceeds the event-driven one, and
+/// at most `EVENT_DENSITY` of the inputs. Zero means never. Taken at load:
+/// it depends on the whole layer, never on a share of its columns or the
+/// instruction set, so that threads and [`Kernels`] make the decision one
+/// thread would with any other.
+pub(crate) fn event_limit(inp: usize, out: usize) -> usize {
+    let units = out.div_ceil(EVENT_UNIT) as f32;
+    let inputs = inp as f32;
+    let pays = (inputs * units - EVENT_FIXED) / (units + EVENT_OVERHEAD);
+    pays.min(inputs * EVENT_DENSITY).max(0.0) as usize
 }
 
 /// `y[r, :] = x[r, :] W^T + b` for every row `r`, with `weight_t` as
 /// `[inp, out]` in column panels ([`crate::simd::to_panels`]), computing
 /// only the outputs in `cols` (`y` is `[rows, cols.len()]`; see
-/// [`Kernels::outer_accumulate`]). With `events` (the input is spikes), a
-/// row with few non-zero inputs adds only their weight rows; `active` holds
-/// their indices (at least `inp` long).
+/// [`Kernels::outer_accumulate`]). A row with at most `event_limit`
+/// non-zero inputs (an [`event_limit`] of the layer, or 0 for dense rows
+/// only) adds only their weight rows; `active` holds their indices (at
+/// least `inp` long when the limit is not 0).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear(
     k: &Kernels,
@@ -63,17 +70,12 @@ pub(crate) fn linear(
     inp: usize,
     out: usize,
     cols: Range<usize>,
-    events: bool,
+    event_limit: usize,
     active: &mut [u32],
 ) {
     let start = bias.map_or(Start::Zero, Start::Column);
     let weights = Panels::packed(weight_t, out);
-    let limit = if events {
-        event_limit(inp, out, k.isa().lanes())
-    } else {
-        0
-    };
-    if limit == 0 || cols.is_empty() {
+    if event_limit == 0 || cols.is_empty() {
         k.outer_accumulate(y, start, x, weights, inp, cols, None);
         return;
     }
@@ -92,7 +94,7 @@ pub(crate) fn linear(
     let mut first_dense = 0;
     for r in 0..rows {
         let xr = &x[r * inp..(r + 1) * inp];
-        let Some(active) = active_inputs(k, xr, active, limit) else {
+        let Some(active) = active_inputs(k, xr, active, event_limit) else {
             continue;
         };
         let (run, yr) = y[first_dense * n..(r + 1) * n].split_at_mut((r - first_dense) * n);
@@ -1091,21 +1093,10 @@ mod tests {
         let x = [1.0, 1.0, 2.0, -1.0, 0.0, 1.0];
         let expected = [3.5, 7.0, 10.0, 0.5, 2.0, 3.0, 2.5, 4.0, 5.0];
         each_isa(|k| {
-            for events in [false, true] {
+            for limit in [0, 2] {
                 let mut y = [f32::NAN; 9];
                 let mut active = [0u32; 2];
-                linear(
-                    k,
-                    &x,
-                    &mut y,
-                    &wt,
-                    Some(&b),
-                    2,
-                    3,
-                    0..3,
-                    events,
-                    &mut active,
-                );
+                linear(k, &x, &mut y, &wt, Some(&b), 2, 3, 0..3, limit, &mut active);
                 assert_eq!(y, expected, "{}", k.isa());
             }
             // A row with one active input of 1024 takes the sparse path (it
@@ -1118,14 +1109,14 @@ mod tests {
             x[37] = 1.0;
             let mut active = vec![99u32; n];
             let mut y = [0.0; 3];
-            linear(k, &x, &mut y, &wt, None, n, 3, 0..3, true, &mut active);
+            let limit = event_limit(n, 3);
+            linear(k, &x, &mut y, &wt, None, n, 3, 0..3, limit, &mut active);
             let at = |row: usize| (row * n + 37) as f32;
             assert_eq!((y, active[0]), ([at(0), at(1), at(2)], 37));
             let half: Vec<f32> = (0..n).map(|i| f32::from(i % 2 == 0)).collect();
-            let limit = event_limit(n, 3, k.isa().lanes());
             assert!(limit > 0);
             assert_eq!(active_inputs(k, &half, &mut active, limit), None);
-            linear(k, &half, &mut y, &wt, None, n, 3, 0..3, true, &mut active);
+            linear(k, &half, &mut y, &wt, None, n, 3, 0..3, limit, &mut active);
             let even = |row: usize| (0..n).step_by(2).map(|i| (row * n + i) as f32).sum::<f32>();
             assert_eq!(y, [even(0), even(1), even(2)]);
         });
@@ -1153,8 +1144,9 @@ mod tests {
         each_isa(|k| {
             let rows = activity.len();
             let mut active = vec![0u32; inp];
+            let limit = event_limit(inp, out);
             let mut layer = |x: &[f32], y: &mut [f32]| {
-                linear(k, x, y, &wt, Some(&b), inp, out, 0..out, true, &mut active)
+                linear(k, x, y, &wt, Some(&b), inp, out, 0..out, limit, &mut active)
             };
             let mut y = vec![f32::NAN; rows * out];
             layer(&x, &mut y);
@@ -1191,17 +1183,17 @@ mod tests {
     /// recover its fixed cost.
     #[test]
     fn event_limit_grows_with_the_width() {
-        let share = |inp: usize, out: usize| event_limit(inp, out, 8) as f32 / inp as f32;
+        let share = |inp: usize, out: usize| event_limit(inp, out) as f32 / inp as f32;
         let d: Vec<f32> = [4, 16, 64, 128, 1024, 4096]
             .iter()
             .map(|&n| share(1024, n))
             .collect();
         assert!(d.windows(2).all(|p| p[0] <= p[1]), "{d:?}");
         assert!(d[1] < 0.2 && d[2] > 0.4 && d[4] == EVENT_DENSITY, "{d:?}");
-        assert_eq!(event_limit(1024, 0, 8), 0);
-        assert_eq!(event_limit(0, 64, 8), 0);
-        // Measured on AVX2: 64-4 and 128-10 never pay, 64-64 up to ~25%.
-        assert_eq!((event_limit(64, 4, 8), event_limit(128, 10, 8)), (0, 0));
+        assert_eq!(event_limit(1024, 0), 0);
+        assert_eq!(event_limit(0, 64), 0);
+        // Measured on a Zen 2: 64-4 and 128-10 never pay, 64-64 up to ~25%.
+        assert_eq!((event_limit(64, 4), event_limit(128, 10)), (0, 0));
         assert!((0.15..0.27).contains(&share(64, 64)), "{}", share(64, 64));
     }
 

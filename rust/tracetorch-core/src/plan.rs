@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::floats::Floats;
-use crate::kernels::{Binary, PoolKind, Unary, Window};
+use crate::kernels::{self, Binary, PoolKind, Unary, Window};
 use crate::neuron::{Fire, NeuronLayer, NeuronSpec, ParamRow, Quant, Spike, NPARAM, PARAM_NAMES};
 use crate::simd::to_panels;
 
@@ -60,8 +60,10 @@ pub(crate) enum Kernel {
         bias: Option<Floats>,
         inp: usize,
         out: usize,
-        /// The input is spikes: skip inactive inputs when few are active.
-        events: bool,
+        /// The input is spikes: a row with at most this many active inputs
+        /// adds only their weights ([`kernels::event_limit`]; 0 for an input
+        /// that is not spikes, or a layer where skipping never pays).
+        event_limit: usize,
     },
     /// 1-d or 2-d convolution.
     Conv {
@@ -726,9 +728,16 @@ impl Builder {
         let (mut col, mut active) = (0usize, 0usize);
         for step in &mut self.steps {
             match &mut step.kernel {
-                Kernel::Linear { inp, events, .. } if spiking.contains(&step.inputs[0]) => {
-                    *events = true;
-                    active = active.max(*inp);
+                Kernel::Linear {
+                    inp,
+                    out,
+                    event_limit,
+                    ..
+                } if spiking.contains(&step.inputs[0]) => {
+                    *event_limit = kernels::event_limit(*inp, *out);
+                    if *event_limit > 0 {
+                        active = active.max(*inp);
+                    }
                 }
                 Kernel::Conv {
                     window: g, groups, ..
@@ -904,7 +913,7 @@ impl Builder {
                         bias,
                         inp,
                         out,
-                        events: false,
+                        event_limit: 0,
                     }),
                     shape,
                 )
