@@ -6,7 +6,7 @@
 //! engine runs, without a model file around it.
 
 use crate::floats::Floats;
-use crate::kernels::{self, Window};
+use crate::kernels::{self, Taps, Window};
 use crate::neuron::{neuron_kernel, BiasSite, Fire, NeuronLayer, NeuronSpec, OutputKind, Quant};
 use crate::neuron::{Spike, BETA, BIAS, NPARAM, NSLOT, POS_THRESHOLD};
 use crate::plan::linear_weights;
@@ -83,7 +83,7 @@ impl LinearCase {
 pub struct ConvCase {
     kernels: Kernels,
     window: Window,
-    taps: Vec<usize>,
+    taps: Taps,
     out_channels: usize,
     x: Floats,
     y: Floats,

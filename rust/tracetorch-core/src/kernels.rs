@@ -394,36 +394,57 @@ impl Window {
         self.stride.1 == 1
     }
 
-    /// The floats of [`conv2d`]'s scratch for `groups`: one group's padded
-    /// input (and a vector of slack, which only discarded lanes read) for a
-    /// direct convolution, else one group's im2col matrix. `None` on
-    /// overflow.
-    pub(crate) fn scratch_floats(&self, groups: usize) -> Option<usize> {
-        let cg = self.c / groups.max(1);
-        if self.direct() {
-            let (ph, pw) = self.padded();
-            cg.checked_mul(ph)?.checked_mul(pw)?.checked_add(MAX_LANES)
-        } else {
-            cg.checked_mul(self.kh * self.kw)?
-                .checked_mul(self.oh * self.ow)
-        }
+    /// Whether a direct convolution on vectors of `lanes` cuts its whole
+    /// output plane into vectors, rather than each output row
+    /// ([`DirectConv`]). It needs unit strides, and pays where rows would
+    /// leave lanes idle: with rows of 8, AVX2 ran a 3-16 convolution in
+    /// 0.54 us by rows, 0.67 by plane (three copies of the input), AVX-512
+    /// 0.62 by rows (half of each vector idle), 0.51 by plane.
+    fn by_plane(&self, lanes: usize) -> bool {
+        self.stride == (1, 1) && self.ow % lanes != 0
     }
 
-    /// Where each tap `(c, ky, kx)` of a direct convolution over `groups`
-    /// starts in its padded input, in the weights' order (empty when the
-    /// convolution goes through im2col). Taken at load: the inner loop then
-    /// runs over one list, not three nested loops.
-    pub(crate) fn taps(&self, groups: usize) -> Vec<usize> {
+    /// The floats of [`conv2d`]'s scratch for `groups`: for a direct
+    /// convolution, one group's padded input, or its `KW` shifted copies
+    /// (see [`DirectConv`]; the larger of the two), with a vector of slack
+    /// that only discarded lanes read; else one group's im2col matrix.
+    /// `None` on overflow.
+    pub(crate) fn scratch_floats(&self, groups: usize) -> Option<usize> {
+        let cg = self.c / groups.max(1);
+        let (ph, pw) = self.padded();
         if !self.direct() {
-            return Vec::new();
+            return cg
+                .checked_mul(self.kh * self.kw)?
+                .checked_mul(self.oh * self.ow);
+        }
+        let by_row = cg.checked_mul(ph)?.checked_mul(pw)?;
+        let by_plane = match self.stride {
+            (1, 1) => cg
+                .checked_mul(ph)?
+                .checked_mul(self.kw)?
+                .checked_mul(self.ow)?,
+            _ => 0,
+        };
+        by_row.max(by_plane).checked_add(MAX_LANES)
+    }
+
+    /// Where each tap of a direct convolution over `groups` starts in its
+    /// scratch ([`Taps`]).
+    pub(crate) fn taps(&self, groups: usize) -> Taps {
+        if !self.direct() {
+            return Taps::default();
         }
         let (ph, pw) = self.padded();
         let cg = self.c / groups.max(1);
-        let mut taps = Vec::with_capacity(cg * self.kh * self.kw);
+        let mut taps = Taps::default();
         for c in 0..cg {
             for ky in 0..self.kh {
+                let row = c * ph + ky * self.dil.0;
                 for kx in 0..self.kw {
-                    taps.push((c * ph + ky * self.dil.0) * pw + kx * self.dil.1);
+                    taps.by_row.push(row * pw + kx * self.dil.1);
+                    if self.stride == (1, 1) {
+                        taps.by_plane.push((kx * cg * ph + row) * self.ow);
+                    }
                 }
             }
         }
@@ -472,6 +493,20 @@ impl Window {
         };
         (lo.min(hi), hi)
     }
+}
+
+/// Where each tap `(c, ky, kx)` of a direct convolution starts in its
+/// scratch, in the weights' order, for both layouts of [`DirectConv`]
+/// (empty when the convolution goes through im2col; `by_plane` too unless
+/// the strides are 1). Taken at load: the inner loop then runs over one
+/// list, not three nested loops, and the layout follows the instruction
+/// set, which may change after load.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Taps {
+    /// In the padded input.
+    by_row: Vec<usize>,
+    /// In the `KW` shifted copies.
+    by_plane: Vec<usize>,
 }
 
 /// Copies the receptive fields of `cg` input channels (`[cg, H, W]`) into
@@ -553,9 +588,15 @@ impl WithSimd for Im2col<'_> {
 /// its input: im2col copied every input value `KH x KW` times (a 3-16
 /// convolution on 10x10 spent a third of its instructions there). The
 /// input is first copied with its padding into `padded`, so that every tap
-/// reads a whole vector of consecutive positions of one row. An output row
-/// is cut into vectors; a register tile holds several output channels x two
-/// vectors, each input vector loaded feeding all its channels.
+/// reads a whole vector of consecutive positions. A register tile holds
+/// several output channels x two vectors, each input vector loaded feeding
+/// all its channels.
+///
+/// Each output row is cut into vectors, or, where that leaves lanes idle
+/// and the strides are 1 ([`Window::by_plane`]), the whole output plane:
+/// `padded` then holds `KW` copies of the padded input, copy `kx` shifted
+/// by that tap's columns and cut to the output width, so that consecutive
+/// output rows read positions that lie end to end, as in the output.
 struct DirectConv<'a> {
     /// `[cg, H, W]`.
     x: &'a [f32],
@@ -565,8 +606,7 @@ struct DirectConv<'a> {
     weight: &'a [f32],
     bias: Option<&'a [f32]>,
     g: &'a Window,
-    /// [`Window::taps`].
-    taps: &'a [usize],
+    taps: &'a Taps,
     padded: &'a mut [f32],
 }
 
@@ -590,10 +630,17 @@ impl WithSimd for DirectConv<'_> {
             padded,
         } = self;
         let lanes = S::F32_LANES;
-        let (ph, pw) = g.padded();
         let cg = x.len() / (g.h * g.w);
-        let padded = &mut padded[..cg * ph * pw + lanes];
-        if g.pad == (0, 0) {
+        let (ph, pw) = g.padded();
+        let by_plane = g.by_plane(lanes);
+        let (taps, used) = match by_plane {
+            true => (&taps.by_plane[..], g.kw * cg * ph * g.ow),
+            false => (&taps.by_row[..], cg * ph * pw),
+        };
+        let padded = &mut padded[..used + lanes];
+        if by_plane {
+            shifted_copies(simd, x, padded, g, cg);
+        } else if g.pad == (0, 0) {
             padded[..x.len()].copy_from_slice(x);
         } else {
             padded.fill(0.0);
@@ -607,10 +654,24 @@ impl WithSimd for DirectConv<'_> {
         let plane = g.oh * g.ow;
         let og = y.len() / plane;
         let kdim = taps.len();
+        // The output vectors in order: (start in a scratch plane, start in
+        // an output plane, floats), cutting the plane or each row.
+        let (row_len, row_step, rows) = match by_plane {
+            true => (plane, 0, 1),
+            false => (g.ow, g.stride.0 * pw, g.oh),
+        };
+        let segments = row_len.div_ceil(lanes);
+        let vector = |row: usize, seg: usize| {
+            let x0 = seg * lanes;
+            (
+                row * row_step + x0,
+                row * g.ow + x0,
+                lanes.min(row_len - x0),
+            )
+        };
         // Every read below stays inside `padded` and `weight`: the last
         // tap's last vector ends there at the latest.
-        let segments = g.ow.div_ceil(lanes);
-        let last_vector = g.oh.saturating_sub(1) * g.stride.0 * pw + (segments - 1) * lanes;
+        let last_vector = vector(rows.saturating_sub(1), segments.saturating_sub(1)).0;
         let last_tap = taps.iter().max().copied().unwrap_or(0);
         assert!(last_tap + last_vector + lanes <= padded.len());
         assert!(og * kdim <= weight.len() && bias.map_or(true, |b| b.len() >= og));
@@ -620,25 +681,15 @@ impl WithSimd for DirectConv<'_> {
             bias,
             taps,
         };
-        // The output vectors in order, two at a time: (start in a padded
-        // plane, start in an output plane, floats).
-        let vector = |oy: usize, seg: usize| {
-            let x0 = seg * lanes;
-            (
-                oy * g.stride.0 * pw + x0,
-                oy * g.ow + x0,
-                lanes.min(g.ow - x0),
-            )
-        };
-        let (mut oy, mut seg) = (0, 0);
+        let (mut row, mut seg) = (0, 0);
         let mut next = || {
-            if oy == g.oh {
+            if row == rows || segments == 0 {
                 return None;
             }
-            let v = vector(oy, seg);
+            let v = vector(row, seg);
             seg += 1;
             if seg == segments {
-                (oy, seg) = (oy + 1, 0);
+                (row, seg) = (row + 1, 0);
             }
             Some(v)
         };
@@ -646,6 +697,63 @@ impl WithSimd for DirectConv<'_> {
             match next() {
                 Some(second) => conv.channels::<S, 2>(simd, y, plane, og, [first, second]),
                 None => conv.channels::<S, 1>(simd, y, plane, og, [first]),
+            }
+        }
+    }
+}
+
+/// The `KW` shifted copies of a [`Window::by_plane`] convolution's input
+/// `[cg, H, W]`: copy `kx` is `[cg, PH, OW]`, its row `r` of channel `c`
+/// the padded input's row `r` from column `kx * dil` on, zeros where that
+/// meets padding.
+#[inline(always)]
+fn shifted_copies<S: Simd>(simd: S, x: &[f32], padded: &mut [f32], g: &Window, cg: usize) {
+    let (ph, lanes) = (g.padded().0, S::F32_LANES);
+    if g.pad == (0, 0) && g.ow <= lanes {
+        // Every row one vector: the rows lie end to end in `padded`, so
+        // each may spill past its end into the next, which overwrites the
+        // spill (the last spills into the slack). Then the reads are
+        // unmasked too while they stay in `x`: a masked copy per row, or
+        // the checks of the general case, cost more than the convolution's
+        // sums of a row (AVX-512, 3x3 on 10x10).
+        let (rows, n) = (cg * g.h, g.ow);
+        let mut d = 0;
+        for kx in 0..g.kw {
+            let mut s = kx * g.dil.1;
+            for _ in 0..rows {
+                if s + lanes <= x.len() {
+                    store(
+                        simd,
+                        &mut padded[d..d + lanes],
+                        load(simd, &x[s..s + lanes]),
+                    );
+                } else {
+                    copy(simd, &mut padded[d..d + n], &x[s..s + n]);
+                }
+                (d, s) = (d + n, s + g.w);
+            }
+        }
+        return;
+    }
+    if g.pad != (0, 0) {
+        padded.fill(0.0);
+    }
+    let mut rows = padded.chunks_exact_mut(g.ow);
+    for kx in 0..g.kw {
+        // Output columns whose tap `kx` reads the input, and the first
+        // input column they read.
+        let (lo, hi) = Window::valid(kx, 1, g.pad.1, g.dil.1, g.w, g.ow);
+        let from = (lo + kx * g.dil.1).saturating_sub(g.pad.1);
+        for plane in x.chunks_exact(g.h * g.w).take(cg) {
+            for r in 0..ph {
+                let Some(dst) = rows.next() else { return };
+                let Some(iy) = r.checked_sub(g.pad.0).filter(|&iy| iy < g.h) else {
+                    continue;
+                };
+                if lo < hi {
+                    let src = &plane[iy * g.w + from..][..hi - lo];
+                    copy(simd, &mut dst[lo..hi], src);
+                }
             }
         }
     }
@@ -766,7 +874,7 @@ pub(crate) fn conv2d(
     weight: &[f32],
     bias: Option<&[f32]>,
     g: &Window,
-    taps: &[usize],
+    taps: &Taps,
     o_channels: usize,
     groups: usize,
     col: &mut [f32],
@@ -1208,14 +1316,24 @@ mod tests {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             ((seed >> 24) % 7) as f32 - 3.0
         };
-        for (h, w) in [(1usize, 1usize), (3, 2), (5, 7), (10, 10), (4, 19), (6, 40)] {
-            // Strides (y, x): a unit `x` stride runs the direct kernel, any
-            // other im2col.
+        for (h, w) in [
+            (1usize, 1usize),
+            (3, 2),
+            (5, 7),
+            (10, 10),
+            (4, 19),
+            (3, 16),
+            (6, 40),
+        ] {
+            // Strides (y, x): unit strides run the direct kernel over the
+            // whole plane (by rows when they are 16 wide), a unit `x` stride
+            // alone by rows, any other im2col.
             for (k, pad, (sy, sx), dil) in [
                 (1usize, 0usize, (1usize, 1usize), 1usize),
                 (3, 0, (1, 1), 1),
                 (3, 1, (1, 1), 1),
                 (2, 2, (1, 1), 2),
+                (3, 0, (1, 1), 2),
                 (3, 1, (2, 2), 1),
                 (3, 1, (2, 1), 1),
                 (3, 0, (1, 2), 1),

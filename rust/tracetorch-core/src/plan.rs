@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::floats::Floats;
-use crate::kernels::{self, Binary, PoolKind, Unary, Window};
+use crate::kernels::{self, Binary, PoolKind, Taps, Unary, Window};
 use crate::neuron::{Fire, NeuronLayer, NeuronSpec, ParamRow, Quant, Spike, NPARAM, PARAM_NAMES};
 use crate::simd::to_panels;
 
@@ -71,7 +71,7 @@ pub(crate) enum Kernel {
         bias: Option<Floats>,
         window: Window,
         /// [`Window::taps`] of the window and groups.
-        taps: Vec<usize>,
+        taps: Taps,
         out_channels: usize,
         groups: usize,
     },
