@@ -397,9 +397,10 @@ impl Window {
     /// Whether a direct convolution on vectors of `lanes` cuts its whole
     /// output plane into vectors, rather than each output row
     /// ([`DirectConv`]). It needs unit strides, and pays where rows would
-    /// leave lanes idle: with rows of 8, AVX2 ran a 3-16 convolution in
-    /// 0.54 us by rows, 0.67 by plane (three copies of the input), AVX-512
-    /// 0.62 by rows (half of each vector idle), 0.51 by plane.
+    /// leave lanes idle: the conv model cut after its 3-16 convolution
+    /// (rows of 8) stepped in 0.54 us by rows and 0.59 by plane on AVX2
+    /// (three copies of the input), 0.62 by rows and 0.39 by plane on
+    /// AVX-512 (by rows, half of each vector idle).
     fn by_plane(&self, lanes: usize) -> bool {
         self.stride == (1, 1) && self.ow % lanes != 0
     }
