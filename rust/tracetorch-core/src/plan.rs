@@ -140,7 +140,8 @@ pub struct Plan {
     pub(crate) active_len: usize,
     /// Multiply-adds of one step of one stream.
     work: usize,
-    /// Floats of buffers and states per stream.
+    /// Floats of buffers and states per stream, each state counted twice
+    /// (the engine keeps a copy to roll a refused [`crate::Engine::run`] back).
     pub(crate) stream_floats: usize,
 }
 
@@ -1164,7 +1165,8 @@ impl Builder {
                 let mut infos = Vec::with_capacity(states.len());
                 let n = checked_numel("a neuron state", x)?;
                 for (state, slot) in states {
-                    self.add_stream_floats(n)?;
+                    // The state and its copy for a run's roll-back.
+                    self.add_stream_floats(2 * n)?;
                     infos.push(StateInfo {
                         name: format!("{}.{}", node.name, state),
                         neuron: index,
@@ -1590,8 +1592,13 @@ mod tests {
                       "tensors": {"weight": "w"}}),
         );
         assert!(matches!(err(&m), Error::InvalidShape { .. }));
-        // Too many streams for the memory cap.
+        // Too many streams for the memory cap, which counts the buffers
+        // and every state twice (its roll-back copy).
         let p = std::sync::Arc::new(load(&base()).unwrap());
+        let states: usize = p.states.iter().map(|s| s.numel).sum();
+        let buffers: usize = p.buffer_sizes.iter().sum();
+        assert!(states > 0);
+        assert_eq!(p.floats_for(3), Some(3 * (buffers + 2 * states)));
         assert!(matches!(
             crate::Engine::from_plan(p.clone(), usize::MAX / 2),
             Err(Error::TooManyStreams { .. })
