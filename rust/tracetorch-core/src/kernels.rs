@@ -419,12 +419,14 @@ impl Window {
                 .checked_mul(self.oh * self.ow);
         }
         let by_row = cg.checked_mul(ph)?.checked_mul(pw)?;
-        let by_plane = match self.stride {
-            (1, 1) => cg
+        // Every vector width divides MAX_LANES: this is whether any
+        // instruction set cuts this plane into vectors.
+        let by_plane = match self.by_plane(MAX_LANES) {
+            true => cg
                 .checked_mul(ph)?
                 .checked_mul(self.kw)?
                 .checked_mul(self.ow)?,
-            _ => 0,
+            false => 0,
         };
         by_row.max(by_plane).checked_add(MAX_LANES)
     }
@@ -443,7 +445,7 @@ impl Window {
                 let row = c * ph + ky * self.dil.0;
                 for kx in 0..self.kw {
                     taps.by_row.push(row * pw + kx * self.dil.1);
-                    if self.stride == (1, 1) {
+                    if self.by_plane(MAX_LANES) {
                         taps.by_plane.push((kx * cg * ph + row) * self.ow);
                     }
                 }
@@ -499,7 +501,7 @@ impl Window {
 /// Where each tap `(c, ky, kx)` of a direct convolution starts in its
 /// scratch, in the weights' order, for both layouts of [`DirectConv`]
 /// (empty when the convolution goes through im2col; `by_plane` too unless
-/// the strides are 1). Taken at load: the inner loop then runs over one
+/// some instruction set cuts the plane, [`Window::by_plane`]). Taken at load: the inner loop then runs over one
 /// list, not three nested loops, and the layout follows the instruction
 /// set, which may change after load.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
