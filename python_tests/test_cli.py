@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import tracetorch as tt
+from tracetorch import benchmark
 from tracetorch.cli import main
 
 
@@ -140,3 +141,15 @@ def test_export_from_a_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     # beta = sigmoid(0) = 0.5 is irrelevant at the first step; threshold softplus(0) = ln 2.
     spike = 1 / (1 + np.exp(-4 * (expected - np.log(2))))
     np.testing.assert_allclose(engine.step(x), spike, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("timing", "decimals", "printed"),
+    [((0.64, 0.64), 2, "  0.64 / 0.64"), ((13.04, 13.04), 2, " 13.04 / 13.1"),
+     ((68.8, 71.31), 1, "  68.8 / 71.4"), ((54.2, 106.0), 2, " 54.20 /  106")],
+)  # fmt: skip
+def test_bench_pair_never_prints_p99_below_the_median(
+    timing: tuple[float, float], decimals: int, printed: str
+) -> None:
+    """The p99 keeps the median's decimals where they fit, and is rounded up where not."""
+    assert benchmark.pair(timing, decimals) == printed

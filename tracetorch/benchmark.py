@@ -596,18 +596,27 @@ LATENCY_HEADER = (
 )
 
 
-def pair(t: Timing, median: int, p99: int) -> str:
-    """``median / p99`` in 13 characters, with ``median`` and ``p99`` decimals (fewer if long)."""
-    tail = f"{t[1]:.{p99}f}"
-    return f"{t[0]:>6.{median}f} / {tail if len(tail) <= 4 else f'{t[1]:.0f}':>4}"
+def pair(t: Timing, decimals: int) -> str:
+    """``median / p99`` in 13 characters: the median with ``decimals``, the p99
+    with as many of them as fit in 4 characters.
+
+    The p99 is rounded up, so that with fewer decimals it never prints below
+    the median (``13.04 / 13.0`` for two equal figures).
+    """
+    for places in range(decimals, -1, -1):
+        scale = 10**places
+        tail = f"{math.ceil(round(t[1] * scale, 6)) / scale:.{places}f}"
+        if len(tail) <= 4:
+            break
+    return f"{t[0]:>6.{decimals}f} / {tail:>4}"
 
 
 def latency_row(name: str, t: Latency, roof: Roofline) -> str:
-    onnx = pair(t.onnx, 1, 0) if t.onnx else f"{'n/a':>13}"
+    onnx = pair(t.onnx, 1) if t.onnx else f"{'n/a':>13}"
     onnx_ratio = f"{t.onnx[0] / t.step[0]:>7.1f}x" if t.onnx else f"{'n/a':>8}"
-    return (f"{name:<{NAME}} | {pair(t.eager, 1, 0)} | {pair(t.compiled, 1, 0)} | {onnx} | "
-            f"{pair(t.step, 2, 1)} | {t.run:>6.2f} | "
-            f"{pair(t.rust, 2, 1)} | {t.eager[0] / t.step[0]:>9.1f}x | "
+    return (f"{name:<{NAME}} | {pair(t.eager, 1)} | {pair(t.compiled, 1)} | {onnx} | "
+            f"{pair(t.step, 2)} | {t.run:>6.2f} | "
+            f"{pair(t.rust, 2)} | {t.eager[0] / t.step[0]:>9.1f}x | "
             f"{onnx_ratio} | {t.eager[0] / t.rust[0]:>9.1f}x | {roof.bound:>8.2f} | "
             f"{t.rust[0] / roof.bound:>8.1f}x")  # fmt: skip
 
@@ -777,8 +786,8 @@ def print_all_cores(latencies: dict[str, Latency]) -> None:
           f"{'Rust, 1 core':>13} | {f'Rust, {n} cores':>14} | "
           f"{f'eager/step, {n} cores':>20}")  # fmt: skip
     for name, t in latencies.items():
-        print(f"{name:<{NAME}} | {pair(t.step, 2, 1):>14} | {pair(t.step_all, 2, 1):>15} | "
-              f"{pair(t.rust, 2, 1):>13} | {pair(t.rust_all, 2, 1):>14} | "
+        print(f"{name:<{NAME}} | {pair(t.step, 2):>14} | {pair(t.step_all, 2):>15} | "
+              f"{pair(t.rust, 2):>13} | {pair(t.rust_all, 2):>14} | "
               f"{t.eager[0] / t.step_all[0]:>19.1f}x")  # fmt: skip
 
 
