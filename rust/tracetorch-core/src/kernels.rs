@@ -405,6 +405,13 @@ impl Window {
         self.stride == (1, 1) && self.ow % lanes != 0
     }
 
+    /// Whether some instruction set cuts this plane into vectors: every
+    /// vector width divides `MAX_LANES`, so a row that leaves lanes idle at
+    /// any width leaves them idle at `MAX_LANES`.
+    fn any_by_plane(&self) -> bool {
+        self.by_plane(MAX_LANES)
+    }
+
     /// The floats of [`conv2d`]'s scratch for `groups`: for a direct
     /// convolution, one group's padded input, or its `KW` shifted copies
     /// (see [`DirectConv`]; the larger of the two), with a vector of slack
@@ -419,14 +426,12 @@ impl Window {
                 .checked_mul(self.oh * self.ow);
         }
         let by_row = cg.checked_mul(ph)?.checked_mul(pw)?;
-        // Every vector width divides MAX_LANES: this is whether any
-        // instruction set cuts this plane into vectors.
-        let by_plane = match self.by_plane(MAX_LANES) {
-            true => cg
-                .checked_mul(ph)?
+        let by_plane = if self.any_by_plane() {
+            cg.checked_mul(ph)?
                 .checked_mul(self.kw)?
-                .checked_mul(self.ow)?,
-            false => 0,
+                .checked_mul(self.ow)?
+        } else {
+            0
         };
         by_row.max(by_plane).checked_add(MAX_LANES)
     }
@@ -439,13 +444,14 @@ impl Window {
         }
         let (ph, pw) = self.padded();
         let cg = self.c / groups.max(1);
+        let by_plane = self.any_by_plane();
         let mut taps = Taps::default();
         for c in 0..cg {
             for ky in 0..self.kh {
                 let row = c * ph + ky * self.dil.0;
                 for kx in 0..self.kw {
                     taps.by_row.push(row * pw + kx * self.dil.1);
-                    if self.by_plane(MAX_LANES) {
+                    if by_plane {
                         taps.by_plane.push((kx * cg * ph + row) * self.ow);
                     }
                 }
@@ -501,9 +507,9 @@ impl Window {
 /// Where each tap `(c, ky, kx)` of a direct convolution starts in its
 /// scratch, in the weights' order, for both layouts of [`DirectConv`]
 /// (empty when the convolution goes through im2col; `by_plane` too unless
-/// some instruction set cuts the plane, [`Window::by_plane`]). Taken at load: the inner loop then runs over one
-/// list, not three nested loops, and the layout follows the instruction
-/// set, which may change after load.
+/// some instruction set cuts the plane, [`Window::by_plane`]). Taken at
+/// load: the inner loop then runs over one list, not three nested loops, and
+/// the layout follows the instruction set, which may change after load.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Taps {
     /// In the padded input.
