@@ -20,8 +20,7 @@ hold them (see :func:`roofline`), and of the multiply-adds over the peak
 float32 FMA rate of one core (measured here with cache-resident matrix
 products, by ``torch.mm`` and by the engine, :func:`peak_flops`). For weights
 beyond 4 MiB (the ``wide`` models) it also gives the bound at the measured DRAM
-bandwidth, which applies when the caches do not keep
-the weights between steps.
+bandwidth, which applies when the caches do not keep the weights between steps.
 
 ``wide-graded`` is ``wide`` with the default quantizer (graded sigmoid outputs
 instead of spikes), so every linear layer runs the dense path.
@@ -248,10 +247,10 @@ def peak_flops(folder: Path) -> tuple[float, str]:
     engine.set_threads(1)
     xs = np.random.default_rng(0).normal(size=(steps, STREAMS, n)).astype(np.float32)
     engine.run(xs[:1])
+    flops = 2 * n * n * STREAMS * steps
     for _ in range(30):
         start = time.perf_counter()
         engine.run(xs)
-        flops = 2 * n * n * STREAMS * steps
         best["engine"] = max(best["engine"], flops / (time.perf_counter() - start))
     source = max(best, key=best.__getitem__)
     return best[source], source
