@@ -94,8 +94,11 @@ def test_bench_table(capsys: pytest.CaptureFixture[str]) -> None:
         assert 0 < median <= p99, timing
     assert float(cells["run()"]) > 0 and float(cells["roofline"]) > 0
     assert cells["ORT"] == "n/a" and cells["ORT/step"] == "n/a"
-    roof = lines[lines.index(next(x for x in lines if x.startswith("roofline of one step"))) + 2]
-    assert roof.startswith("sensor ") and roof.split("|")[8].strip() in ("weights", "FMA")
+    at = lines.index(next(x for x in lines if x.startswith("roofline of one step")))
+    roof_columns = [cell.strip() for cell in lines[at + 1].split("|")]
+    roof = dict(zip(roof_columns, (cell.strip() for cell in lines[at + 2].split("|")), strict=True))
+    assert roof["model"] == "sensor" and roof["bound by"] in ("weights", "FMA")
+    assert roof["read by"] in ("numpy", "engine") and float(roof["read bw"].split()[0]) > 0
     assert any(line.startswith("sensor ") and line.count("|") == 6 for line in lines)  # 256 streams
     cores = next(i for i, x in enumerate(lines) if x.startswith("batch 1, the engine on"))
     every = [cell.strip() for cell in lines[cores + 2].split("|")]
