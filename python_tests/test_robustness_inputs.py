@@ -215,12 +215,29 @@ def test_bad_out_is_refused_and_changes_nothing(bad_out: Any, match: str) -> Non
     assert_refused(engine, lambda: engine.step(X, out=bad_out), match)
 
 
-def test_out_sharing_the_input_is_refused() -> None:
-    engine = tt.runtime.loads(
-        export_bytes(nn.Sequential(nn.Linear(6, 6), tt.snn.LIB(6)), torch.zeros(1, 6)), streams=2
-    )
-    x = X.copy()
-    assert_refused(engine, lambda: engine.step(x, out=x), "step out: .*borrow")
+@pytest.mark.parametrize("width", [6, 384])
+def test_out_sharing_the_input_is_refused(width: int) -> None:
+    """``out`` may not overlap the input, wholly or in part, nor be read-only.
+
+    Width 6 is a light step (the binding keeps the GIL and checks the arrays
+    itself), 384 a heavy one (2 x 384 x 384 multiply-adds: the GIL is released
+    and numpy's borrows are taken).
+    """
+    model = nn.Sequential(nn.Linear(width, width), tt.snn.LIB(width))
+    engine = tt.runtime.loads(export_bytes(model, torch.zeros(1, width)), streams=2)
+    buffer = np.random.default_rng(0).normal(size=4 * width + 1).astype(np.float32)
+    x = buffer[: 2 * width].reshape(2, width)
+    engine.step(x)  # states that a refused call must keep
+    shifted = buffer[width : 3 * width].reshape(2, width)
+    for out in (x, shifted):
+        assert_refused(engine, lambda o=out: engine.step(x, out=o), "step out: shares memory")
+    frozen = np.zeros((2, width), np.float32)
+    frozen.flags.writeable = False
+    assert_refused(engine, lambda: engine.step(x, out=frozen), "step out: .*(read|writ)")
+    apart = buffer[2 * width : 4 * width].reshape(2, width)  # right after x: no overlap
+    twin = tt.runtime.loads(export_bytes(model, torch.zeros(1, width)), streams=2)
+    twin.step(x)
+    np.testing.assert_array_equal(engine.step(x, out=apart), twin.step(x))
 
 
 def test_native_step_converts_what_it_cannot_read_in_place() -> None:
