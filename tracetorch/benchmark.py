@@ -75,6 +75,7 @@ __all__ = ["CHOICES", "MODELS", "main", "parse_models", "read_bandwidth", "table
 STEPS = 2000  # default timesteps of the Python-side paths
 RUST_STEPS = 5000  # the pure-Rust loop and the event-driven table run at least this many
 WARMUP = 500  # untimed steps before the Rust loop (caches, page faults), then reset
+ROUNDS = 4  # turns the batch-1 paths take (see latency)
 STREAMS = 256
 CHECK_STEPS = 20  # steps over which each ONNX export is checked against PyTorch
 # Fraction of the checked elements allowed off PyTorch by more than 1e-4 (see check_onnx).
@@ -544,13 +545,14 @@ def summary(times: Iterable[float]) -> Timing:
     return statistics.median(ordered) * 1e6, ordered[int(0.99 * (len(ordered) - 1))] * 1e6
 
 
-def rust_loop(engine: tt.runtime.Engine, xs: np.ndarray) -> Timing:
-    """Every step of ``xs`` timed in Rust (``time_steps``), after an untimed warm-up."""
+def rust_loop(engine: tt.runtime.Engine, xs: np.ndarray) -> list[float]:
+    """The seconds of every step of ``xs`` timed in Rust (``time_steps``), after an
+    untimed warm-up, from fresh states."""
     engine.time_steps(xs[:WARMUP])
     engine.reset()
     times = engine.time_steps(xs)
     engine.reset()
-    return summary(times)
+    return list(times)
 
 
 def rate(
@@ -610,34 +612,62 @@ def latency(
 ) -> Latency:
     """Times every path on ``xs`` [T, 1, *shape], the Rust loop on ``rust_xs``.
 
-    ``path`` is the exported model.
+    ``path`` is the exported model. The paths take turns, in :data:`ROUNDS`
+    rounds over a part of the steps each, every round from fresh states, and
+    each path's times are pooled: a busy spell of a shared host then slows
+    every path a little rather than one a lot (one path at a time, a median
+    of the conv model's ``step()`` came out at 1.5x the same run's others).
     """
     import torch
 
-    tensors = torch.from_numpy(xs)
-    with torch.no_grad():
-        tt.Model.zero_states(model)  # type: ignore[arg-type]
-        eager = summary(timed(model, tensors))
-        tt.Model.TTcompile(model)  # type: ignore[arg-type]
-        tt.Model.zero_states(model)  # type: ignore[arg-type]
-        compiled = summary(timed(model, tensors))
-        tt.Model.TTdecompile(model)  # type: ignore[arg-type]
-    onnx = onnx_off = None
+    onnx = onnx_off = single = None
     if ort:  # one thread at batch 1, like torch
         single, onnx_off = onnx_step(ort, model, shape, xs, 1, path.with_suffix(".onnx"))
-        onnx = summary(timed(single.step, xs))
     engine = tt.runtime.load(path)
-    stepped = summary(timed(engine.step, xs))
-    engine.reset()
-    start = time.perf_counter()
-    engine.run(xs)
-    per_run = (time.perf_counter() - start) / len(xs) * 1e6
-    rust = rust_loop(engine, rust_xs)
-    engine.set_threads(cores())  # one stream's linear layers split by columns
-    stepped_all = summary(timed(engine.step, xs))
-    engine.reset()
-    rust_all = rust_loop(engine, rust_xs)
-    return Latency(eager, compiled, onnx, onnx_off, stepped, per_run, rust, stepped_all, rust_all)
+    times: dict[str, list[float]] = {
+        k: [] for k in ("eager", "compiled", "onnx", "step", "step_all", "rust", "rust_all")
+    }
+    run_seconds = 0.0
+    rounds = zip(np.array_split(xs, ROUNDS), np.array_split(rust_xs, ROUNDS), strict=True)
+    for part, rust_part in rounds:
+        tensors = torch.from_numpy(part)
+        with torch.no_grad():
+            tt.Model.zero_states(model)  # type: ignore[arg-type]
+            times["eager"] += timed(model, tensors)
+            tt.Model.TTcompile(model)  # type: ignore[arg-type]
+            tt.Model.zero_states(model)  # type: ignore[arg-type]
+            times["compiled"] += timed(model, tensors)
+            tt.Model.TTdecompile(model)  # type: ignore[arg-type]
+        if single:
+            single.reset()
+            times["onnx"] += timed(single.step, part)
+        engine.set_threads(1)
+        engine.reset()
+        times["step"] += timed(engine.step, part)
+        engine.reset()
+        start = time.perf_counter()
+        engine.run(part)
+        run_seconds += time.perf_counter() - start
+        engine.reset()
+        times["rust"] += rust_loop(engine, rust_part)
+        engine.set_threads(cores())  # one stream's linear layers split by columns
+        times["step_all"] += timed(engine.step, part)
+        engine.reset()
+        times["rust_all"] += rust_loop(engine, rust_part)
+    tt.Model.zero_states(model)  # type: ignore[arg-type]
+    if single:
+        onnx = summary(times["onnx"])
+    return Latency(
+        summary(times["eager"]),
+        summary(times["compiled"]),
+        onnx,
+        onnx_off,
+        summary(times["step"]),
+        run_seconds / len(xs) * 1e6,
+        summary(times["rust"]),
+        summary(times["step_all"]),
+        summary(times["rust_all"]),
+    )
 
 
 LATENCY_HEADER = (
@@ -872,11 +902,11 @@ def event_driven(folder: Path, steps: int, rng: np.random.Generator) -> None:
         tt.export(model.eval(), torch.zeros(1, 1024), path)
         engines[name] = tt.runtime.load(path)
     shape = (steps, 1, 1024)
-    dense = rust_loop(engines["graded"], rng.normal(size=shape).astype(np.float32))
+    dense = summary(rust_loop(engines["graded"], rng.normal(size=shape).astype(np.float32)))
     print(f"event-driven 1024-1024 layer, Rust loop: dense (graded inputs) {dense[0]:.2f} us")
     print(f"{'activity':>8} | {'median us':>9} | {'p99 us':>7} | speed-up over dense")
     for activity in (0.05, 0.10, 0.50):
         spikes = (rng.random(shape) < activity).astype(np.float32)  # a new pattern every step
-        sparse = rust_loop(engines["spiking"], spikes)
+        sparse = summary(rust_loop(engines["spiking"], spikes))
         print(f"{activity:>8.0%} | {sparse[0]:>9.2f} | {sparse[1]:>7.2f} | "
               f"{dense[0] / sparse[0]:.1f}x")  # fmt: skip
