@@ -10,7 +10,7 @@ use crate::kernels;
 use crate::neuron::{neuron_kernel, NeuronLayer, NSLOT};
 use crate::plan::{Kernel, Plan, StateInfo, MAX_FLOATS};
 use crate::rng::Rng;
-use crate::simd::{Isa, Kernels};
+use crate::simd::{rows_in, Isa, Kernels};
 use crate::team::{self, share_start, Shares, Team};
 
 /// Seed of a new engine's generator (change it with [`Engine::seed`]).
@@ -119,7 +119,7 @@ fn neurons(
     team: &mut Team,
 ) {
     let row = layer.row_len();
-    let rows = x.len().checked_div(row).unwrap_or(0);
+    let rows = rows_in(x.len(), row);
     let parts = team.threads().min(rows);
     if parts < 2 || layer.draws() || x.len() < NEURON_PARALLEL {
         return neuron_kernel(k, layer, rng, x, out, states.each_mut().map(|s| &mut s[..]));
@@ -528,7 +528,8 @@ impl Engine {
                     groups,
                 } => {
                     let (sample_in, sample_out) = window.sample_sizes(*out_channels);
-                    let work = sample_out * weight.len() / (*out_channels).max(1);
+                    // `sample_out * weight.len() / out_channels`, undivided.
+                    let work = weight.len() * window.oh * window.ow;
                     kernels::split_rows(
                         team,
                         x,

@@ -8,7 +8,7 @@ use std::sync::atomic::{compiler_fence, Ordering};
 
 use pulp::{Simd, WithSimd};
 
-use crate::simd::{load, store, Kernels, Panels, Start, MAX_LANES};
+use crate::simd::{load, rows_in, store, Kernels, Panels, Start, MAX_LANES};
 use crate::team::{share_start, Shares, Team};
 
 /// An event-driven step skips the inactive inputs; it pays off below this
@@ -79,7 +79,7 @@ pub(crate) fn linear(
         k.outer_accumulate(y, start, x, weights, inp, cols, None);
         return;
     }
-    let (n, rows) = (cols.len(), y.len() / cols.len());
+    let (n, rows) = (cols.len(), rows_in(y.len(), cols.len()));
     // Rows with too many active inputs run dense, in runs of consecutive
     // rows, so that the runs' rows share each pass over the weights (one at a
     // time, 256 streams of a 256-1024 layer at 90% spikes took 3.7 ms against
@@ -309,7 +309,7 @@ pub(crate) fn split_rows<S: Send, F>(
 ) where
     F: Fn(&[f32], &mut [f32], &mut S) + Sync,
 {
-    let rows = y.len().checked_div(yw).unwrap_or(0);
+    let rows = rows_in(y.len(), yw);
     let parts = team.threads().min(rows);
     if parts < 2 || rows.saturating_mul(row_work) < PARALLEL_WORK {
         return f(x, y, &mut scratch[0]);
@@ -369,9 +369,12 @@ pub(crate) fn split_columns<S: Send, F>(
     F: Fn(Range<usize>, &mut [f32], &mut S) + Sync,
 {
     let n = y.len();
+    if team.threads() < 2 || work < COLUMN_WORK {
+        return f(0..n, y, &mut scratch[0]);
+    }
     let blocks = n / block.max(1);
     let parts = team.threads().min(blocks);
-    if parts < 2 || work < COLUMN_WORK {
+    if parts < 2 {
         return f(0..n, y, &mut scratch[0]);
     }
     in_shares(team, y, blocks, block, parts, scratch, |b, y, s| {
@@ -636,6 +639,8 @@ struct DirectConv<'a> {
     g: &'a Window,
     taps: &'a Taps,
     padded: &'a mut [f32],
+    /// `cg` and `og`: the channels of `x` and `y` (given, not divided out).
+    channels: (usize, usize),
 }
 
 /// Output channels of a [`DirectConv`] register tile, then of the tiles
@@ -656,9 +661,10 @@ impl WithSimd for DirectConv<'_> {
             g,
             taps,
             padded,
+            channels: (cg, og),
         } = self;
         let lanes = S::F32_LANES;
-        let cg = x.len() / (g.h * g.w);
+        assert!(x.len() == cg * g.h * g.w && y.len() == og * g.oh * g.ow);
         let (ph, pw) = g.padded();
         let by_plane = g.by_plane(lanes);
         let (taps, used) = match by_plane {
@@ -680,7 +686,6 @@ impl WithSimd for DirectConv<'_> {
             }
         }
         let plane = g.oh * g.ow;
-        let og = y.len() / plane;
         let kdim = taps.len();
         // The output vectors in order: (start in a scratch plane, start in
         // an output plane, floats), cutting the plane or each row.
@@ -914,13 +919,17 @@ pub(crate) fn conv2d(
     if in_sample == 0 || out_sample == 0 || groups == 0 {
         return;
     }
-    let cg = g.c / groups;
-    let og = o_channels / groups;
+    // Divisions only for several groups or streams: a one-stream step did
+    // eight for this layer (each slower than a few dozen multiply-adds).
+    let (cg, og) = match groups {
+        1 => (g.c, o_channels),
+        _ => (g.c / groups, o_channels / groups),
+    };
     let kdim = cg * g.kh * g.kw;
-    for (xs, ys) in x
-        .chunks_exact(in_sample)
-        .zip(y.chunks_exact_mut(out_sample))
-    {
+    let samples = rows_in(x.len(), in_sample).min(rows_in(y.len(), out_sample));
+    for sample in 0..samples {
+        let xs = &x[sample * in_sample..][..in_sample];
+        let ys = &mut y[sample * out_sample..][..out_sample];
         for group in 0..groups {
             let rows = group * og..(group + 1) * og;
             let x = &xs[group * cg * in_plane..(group + 1) * cg * in_plane];
@@ -937,6 +946,7 @@ pub(crate) fn conv2d(
                     g,
                     taps,
                     padded,
+                    channels: (cg, og),
                 });
             } else {
                 let col = &mut col[..kdim * out_plane];

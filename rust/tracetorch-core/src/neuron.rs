@@ -11,7 +11,7 @@ use pulp::{Simd, WithSimd};
 
 use crate::floats::Floats;
 use crate::rng::Rng;
-use crate::simd::{load, store, Kernels, MAX_LANES};
+use crate::simd::{load, rows_in, store, Kernels, MAX_LANES};
 
 /// Where the `bias` parameter enters the update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -1004,7 +1004,7 @@ impl<T: Traces, const LAYOUT: u8> WithSimd for Sweep<'_, T, LAYOUT> {
         // through the layer were reloaded and tested for every vector.
         let (spec, fire) = (layer.spec, layer.fire);
         let (spec, fire) = (&spec, &fire);
-        let rows = x.len() / block;
+        let rows = rows_in(x.len(), block);
         let stride = layer.column_stride;
         let x = &x[..rows * block];
         let mut v = Unchecked::new::<T>(x, out, &mut states, &layer.columns, stride);

@@ -167,7 +167,7 @@ impl Kernels {
             return;
         }
         let n = cols.len();
-        let rows = y.len() / n;
+        let rows = rows_in(y.len(), n);
         // Rows that sum over every `k` go in groups (see `WIDE_TILE`), the
         // rest one at a time. Two dispatches, so that each compiles to a
         // function of its own: in one, the single-row loop ran 15-25% slower.
@@ -177,8 +177,12 @@ impl Kernels {
             Some(_) => 0,
             None => {
                 let (g, h) = self.row_groups();
-                let whole = rows - rows % g;
-                whole + (rows - whole) / h * h
+                if rows < h {
+                    0 // as below, without its two divisions (one stream)
+                } else {
+                    let whole = rows - rows % g;
+                    whole + (rows - whole) / h * h
+                }
             }
         };
         let (y_grouped, y_single) = y.split_at_mut(grouped * n);
@@ -258,6 +262,20 @@ impl Kernels {
 /// Floats per vector of the widest instruction set (AVX-512).
 pub(crate) const MAX_LANES: usize = 16;
 
+/// The rows of `row` floats in `len` (0 when `row` is 0), without a
+/// division where there is one row, as in every step of a single stream:
+/// its layers divided lengths by row lengths a few times each, six
+/// divisions a step for a 4-3 linear layer and 3 LI neurons, each slower
+/// than that layer's multiply-adds.
+#[inline(always)]
+pub(crate) fn rows_in(len: usize, row: usize) -> usize {
+    if len == row && row != 0 {
+        1
+    } else {
+        len.checked_div(row).unwrap_or(0)
+    }
+}
+
 /// Columns per panel of a [`Panels`] matrix: a multiple of every vector
 /// width, so that no register tile straddles two panels.
 pub(crate) const PANEL: usize = 64;
@@ -301,6 +319,10 @@ impl<'a> Panels<'a> {
     #[inline(always)]
     fn column(&self, k: usize, c: usize) -> (usize, usize) {
         let pw = self.width;
+        if c < pw {
+            // The first panel, where narrow layers' tiles all start: no division.
+            return (c, pw);
+        }
         ((c / pw) * k * pw + c % pw, pw)
     }
 }
@@ -395,7 +417,7 @@ impl WithSimd for Single<'_> {
         // sums keep both FMA units busy where four waited on their latency
         // (784-128 at one stream 7.2 -> 4.5 us, 1024-1024 at 10% spikes
         // 12.9 -> 7.2 us).
-        for m in 0..y.len() / n {
+        for m in 0..rows_in(y.len(), n) {
             let cols = o.first..o.end;
             if S::F32_LANES == 8 {
                 row_tile::<S, 1, { NARROW_TILE.1 }, { 4 * NARROW_TILE.1 }>(simd, o, y, m, cols);
@@ -423,7 +445,7 @@ impl<const V: usize, const P: usize, const PARTIAL: bool, const B_WHOLE: bool> W
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let Narrow { y, o } = self;
-        for m in 0..y.len() / (o.end - o.first) {
+        for m in 0..rows_in(y.len(), o.end - o.first) {
             let rows = tile_rows::<1>(&o, m);
             tile::<S, 1, V, P>(simd, o, &rows, y, m, o.first, PARTIAL, B_WHOLE);
         }
@@ -762,6 +784,21 @@ mod tests {
 
     fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
         (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn rows_in_is_the_quotient() {
+        for len in 0..40 {
+            for row in 0..10 {
+                assert_eq!(
+                    rows_in(len, row),
+                    len.checked_div(row).unwrap_or(0),
+                    "{len}/{row}"
+                );
+            }
+        }
+        assert_eq!(rows_in(usize::MAX, usize::MAX), 1);
+        assert_eq!(rows_in(usize::MAX, 1), usize::MAX);
     }
 
     /// Absolute tolerance for a sum of `terms` products of values in [-1, 1]
