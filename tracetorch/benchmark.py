@@ -231,24 +231,32 @@ def engine_read_bandwidth(nbytes: int, folder: Path) -> float:
     of steps reads ``nbytes`` per step at most as fast as the machine can: the
     rate only errs low (a step's fixed cost, the FMAs, noise).
     """
+    out = 256
+    inp = max(1, nbytes // (4 * out))
+    steps = max(4, min(256, (1 << 26) // (inp * out * 4)))  # ~64 MiB a timing
+    seconds = fastest_linear_run(folder / f"read-{nbytes}.safetensors", inp, out, 1, steps)
+    return inp * out * 4 * steps / seconds
+
+
+def fastest_linear_run(path: Path, inp: int, out: int, streams: int, steps: int) -> float:
+    """The best of 30 timings of ``engine.run`` over ``steps`` random steps of a
+    ``Linear(inp, out)`` layer without bias at ``streams`` streams, on one thread,
+    exported to ``path``: the engine's own product, for :func:`peak_flops` and
+    :func:`engine_read_bandwidth`."""
     import torch
     from torch import nn
 
-    out = 256
-    inp = max(1, nbytes // (4 * out))
-    path = folder / f"read-{nbytes}.safetensors"
     tt.export(nn.Sequential(nn.Linear(inp, out, bias=False)), torch.zeros(1, inp), path)
-    engine = tt.runtime.load(path)
+    engine = tt.runtime.load(path, streams=streams)
     engine.set_threads(1)
-    steps = max(4, min(256, (1 << 26) // (inp * out * 4)))  # ~64 MiB a timing
-    xs = np.random.default_rng(0).normal(size=(steps, inp)).astype(np.float32)
+    xs = np.random.default_rng(0).normal(size=(steps, streams, inp)).astype(np.float32)
     engine.run(xs[:1])  # the weights reach the cache level under test
     best = math.inf
     for _ in range(30):
         start = time.perf_counter()
         engine.run(xs)
         best = min(best, time.perf_counter() - start)
-    return inp * out * 4 * steps / best
+    return best
 
 
 def best_read(nbytes: int, folder: Path) -> tuple[float, str]:
@@ -274,7 +282,6 @@ def peak_flops(folder: Path) -> tuple[float, str]:
     220): the bound must be a rate this machine was seen to reach, never below.
     """
     import torch
-    from torch import nn
 
     best = {"torch.mm": 0.0, "engine": 0.0}
     for n in (128, 192, 256):
@@ -288,17 +295,8 @@ def peak_flops(folder: Path) -> tuple[float, str]:
                 best["torch.mm"], 2 * n**3 * inner / (time.perf_counter() - start)
             )
     n, steps = 256, 4
-    path = folder / "peak.safetensors"
-    tt.export(nn.Sequential(nn.Linear(n, n, bias=False)), torch.zeros(1, n), path)
-    engine = tt.runtime.load(path, streams=STREAMS)
-    engine.set_threads(1)
-    xs = np.random.default_rng(0).normal(size=(steps, STREAMS, n)).astype(np.float32)
-    engine.run(xs[:1])
-    flops = 2 * n * n * STREAMS * steps
-    for _ in range(30):
-        start = time.perf_counter()
-        engine.run(xs)
-        best["engine"] = max(best["engine"], flops / (time.perf_counter() - start))
+    seconds = fastest_linear_run(folder / "peak.safetensors", n, n, STREAMS, steps)
+    best["engine"] = 2 * n * n * STREAMS * steps / seconds
     source = max(best, key=best.__getitem__)
     return best[source], source
 
