@@ -205,10 +205,13 @@ impl Kernels {
             };
             let a = &a[grouped * k..];
             let o = Operands { start, a, ..o };
-            if narrow {
-                self.narrow(y_single, o);
-            } else {
-                self.arch.dispatch(Single { y: y_single, o });
+            // Dense and event-driven rows compile apart: in one function,
+            // the set-up of the event-driven loop ran for dense rows too.
+            match (narrow, active.is_some()) {
+                (true, false) => self.narrow::<false>(y_single, o),
+                (true, true) => self.narrow::<true>(y_single, o),
+                (false, false) => self.arch.dispatch(Single::<false> { y: y_single, o }),
+                (false, true) => self.arch.dispatch(Single::<true> { y: y_single, o }),
             }
         }
     }
@@ -219,19 +222,19 @@ impl Kernels {
     /// shape is chosen here, in plain code, so that each compiles to a SIMD
     /// function of its own: chosen inside one, the set-up of all six ran on
     /// every call (a 64-4 layer's step spent half its instructions there).
-    fn narrow(&self, y: &mut [f32], o: Operands<'_>) {
+    fn narrow<const EVENTS: bool>(&self, y: &mut [f32], o: Operands<'_>) {
         let (lanes, n) = (self.isa.lanes(), o.end - o.first);
         // Packed panels are padded to 16 columns: their weights load as
         // whole vectors, only the outputs are partial.
         let padded = o.b.width >= 2 * lanes;
         let arch = self.arch;
         match n {
-            _ if n == lanes => arch.dispatch(Narrow::<1, 8, false, true> { y, o }),
-            _ if n < lanes && padded => arch.dispatch(Narrow::<1, 8, true, true> { y, o }),
-            _ if n < lanes => arch.dispatch(Narrow::<1, 8, true, false> { y, o }),
-            _ if n == 2 * lanes => arch.dispatch(Narrow::<2, 4, false, true> { y, o }),
-            _ if padded => arch.dispatch(Narrow::<2, 4, true, true> { y, o }),
-            _ => arch.dispatch(Narrow::<2, 4, true, false> { y, o }),
+            _ if n == lanes => arch.dispatch(Narrow::<1, 8, false, true, EVENTS> { y, o }),
+            _ if n < lanes && padded => arch.dispatch(Narrow::<1, 8, true, true, EVENTS> { y, o }),
+            _ if n < lanes => arch.dispatch(Narrow::<1, 8, true, false, EVENTS> { y, o }),
+            _ if n == 2 * lanes => arch.dispatch(Narrow::<2, 4, false, true, EVENTS> { y, o }),
+            _ if padded => arch.dispatch(Narrow::<2, 4, true, true, EVENTS> { y, o }),
+            _ => arch.dispatch(Narrow::<2, 4, true, false, EVENTS> { y, o }),
         }
     }
 
@@ -357,8 +360,9 @@ struct Grouped<'a> {
     o: Operands<'a>,
 }
 
-/// Rows of [`Kernels::outer_accumulate`] one at a time.
-struct Single<'a> {
+/// Rows of [`Kernels::outer_accumulate`] one at a time, on the
+/// event-driven path when `EVENTS`.
+struct Single<'a, const EVENTS: bool> {
     y: &'a mut [f32],
     o: Operands<'a>,
 }
@@ -374,6 +378,18 @@ struct Operands<'a> {
     first: usize,
     end: usize,
     active: Option<&'a [u32]>,
+}
+
+impl Operands<'_> {
+    /// These operands with no active list unless `EVENTS`: a constant, so
+    /// that a dense kernel holds no code of the event-driven loop.
+    #[inline(always)]
+    fn events<const EVENTS: bool>(self) -> Self {
+        Operands {
+            active: if EVENTS { self.active } else { None },
+            ..self
+        }
+    }
 }
 
 /// The register tile of rows that sum over all `k` (streams, or a
@@ -405,12 +421,13 @@ impl WithSimd for Grouped<'_> {
     }
 }
 
-impl WithSimd for Single<'_> {
+impl<const EVENTS: bool> WithSimd for Single<'_, EVENTS> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let Single { y, o } = self;
+        let o = o.events::<EVENTS>();
         let n = o.end - o.first;
         // A single row takes blocks of a whole panel on AVX2 (8 vectors, the
         // weights read straight into the multiply-adds): eight independent
@@ -432,19 +449,32 @@ impl WithSimd for Single<'_> {
 /// parts (see [`Kernels::narrow`] and [`tile`] for the flags). Whole and
 /// partial widths apart, each with its own loop: a width known only at run
 /// time cost a branch per load.
-struct Narrow<'a, const V: usize, const P: usize, const PARTIAL: bool, const B_WHOLE: bool> {
+struct Narrow<
+    'a,
+    const V: usize,
+    const P: usize,
+    const PARTIAL: bool,
+    const B_WHOLE: bool,
+    const EVENTS: bool,
+> {
     y: &'a mut [f32],
     o: Operands<'a>,
 }
 
-impl<const V: usize, const P: usize, const PARTIAL: bool, const B_WHOLE: bool> WithSimd
-    for Narrow<'_, V, P, PARTIAL, B_WHOLE>
+impl<
+        const V: usize,
+        const P: usize,
+        const PARTIAL: bool,
+        const B_WHOLE: bool,
+        const EVENTS: bool,
+    > WithSimd for Narrow<'_, V, P, PARTIAL, B_WHOLE, EVENTS>
 {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let Narrow { y, o } = self;
+        let o = o.events::<EVENTS>();
         for m in 0..rows_in(y.len(), o.end - o.first) {
             let rows = tile_rows::<1>(&o, m);
             tile::<S, 1, V, P>(simd, o, &rows, y, m, o.first, PARTIAL, B_WHOLE);
