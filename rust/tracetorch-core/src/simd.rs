@@ -437,7 +437,8 @@ impl<const EVENTS: bool> WithSimd for Single<'_, EVENTS> {
         // One stream (one row) without the loop: for the loop the compiler
         // sets up for many rows, bounds and offsets hoisted out of it (226
         // of the 434 instructions of a 64-4 layer's step, callgrind on AVX2).
-        // No closure for the row: one was not inlined (4x the instructions).
+        // The row is a plain function: as a closure handed to a helper it
+        // was not inlined into the SIMD function (4x the instructions).
         match rows_in(y.len(), n) {
             1 => single_row(simd, o, y, 0),
             rows => (0..rows).for_each(|m| single_row(simd, o, y, m)),
@@ -486,7 +487,8 @@ impl<
     fn with_simd<S: Simd>(self, simd: S) {
         let Narrow { y, o } = self;
         let o = o.events::<EVENTS>();
-        // One stream without the loop (see `Single`).
+        // One stream without the loop (see `Single`); this closure, called
+        // here and not handed on, is inlined.
         let row = |y: &mut [f32], m| {
             tile::<S, 1, V, P>(simd, o, &tile_rows(&o, m), y, m, o.first, PARTIAL, B_WHOLE)
         };
