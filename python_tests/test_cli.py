@@ -106,11 +106,24 @@ def test_bench_table(capsys: pytest.CaptureFixture[str]) -> None:
     for timing in every[1:5]:
         median, p99 = (float(v) for v in timing.split("/"))
         assert 0 < median <= p99, timing
+    tails = next(i for i, x in enumerate(lines) if x.startswith("p99 / median of the Rust loop"))
+    tail = [cell.strip() for cell in lines[tails + 2].split("|")]
+    assert tail[0] == "sensor" and float(tail[1]) > 0
+    assert all(float(cell.rstrip("x")) >= 1 for cell in tail[2:]), tail
+    assert lines[tails + 3].startswith("host: ")
     for activity in ("5%", "10%", "50%"):
         event = next(line for line in lines if line.strip().startswith(activity + " |"))
         assert float(event.split("|")[-1].strip().rstrip("x")) > 0
     for name in ("mlp ", "conv ", "wide "):
         assert not any(line.startswith(name) for line in lines)
+
+
+def test_bench_host_measures() -> None:
+    """The host's tail of fixed work and its interruptions are real measurements."""
+    assert benchmark.host_tail(5e-6, 100) >= 1.0
+    seen = benchmark.interruptions(0.05)
+    assert seen.seconds >= 0.05 and all(gap > benchmark.GAP for gap in seen.gaps)
+    assert 0 <= seen.lost < 1
 
 
 def test_bench_arguments() -> None:

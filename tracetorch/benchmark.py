@@ -33,7 +33,13 @@ engine with ``streams=256`` on one core and on every core (``set_threads``).
 Table 3: batch 1 again, the engine on every core (``set_threads``: a single
 stream's linear layers split by output columns), against one core.
 
-Table 4 (``events``): the event-driven path. A 1024-1024 linear layer fed by
+Table 4: the Rust loop's p99 / median on one core, against the same ratio for
+fixed CPU work of the same length (:func:`host_tail`: a Python loop, no memory
+traffic, no engine) timed as many times, and a line on the host's
+interruptions of a busy loop (:func:`interruptions`): on a shared VM those set
+the p99 of any step long enough to be hit by them.
+
+Table 5 (``events``): the event-driven path. A 1024-1024 linear layer fed by
 hard spikes at 5%, 10% and 50% activity (a new random pattern every step),
 against the same layer fed by graded values (the dense path), per step in the
 pure-Rust loop.
@@ -543,6 +549,64 @@ def summary(times: Iterable[float]) -> Timing:
     return statistics.median(ordered) * 1e6, ordered[int(0.99 * (len(ordered) - 1))] * 1e6
 
 
+def _spin(n: int) -> None:
+    for _ in range(n):
+        pass
+
+
+def host_tail(seconds: float, repeats: int) -> float:
+    """p99 / median of a fixed piece of CPU work that takes about ``seconds``,
+    timed ``repeats`` times: what the host's interruptions alone make of the p99
+    of a step that long (a Python loop: no memory traffic, no engine).
+
+    >>> host_tail(2e-6, 200) >= 1.0
+    True
+    """
+    n = 1
+    while True:  # the iterations that take ``seconds``, doubling, best of 5 timings
+        took = min(timed(_spin, [n] * 5))
+        if took >= seconds or n >= 1 << 30:
+            break
+        n *= 2
+    median, p99 = summary(timed(_spin, [max(1, round(n * seconds / took))] * repeats))
+    return p99 / median
+
+
+@dataclass(frozen=True)
+class Interruptions:
+    """Gaps over ``GAP`` in a busy loop that reads the clock (see :func:`interruptions`)."""
+
+    seconds: float  # of the loop
+    gaps: list[float]  # seconds each
+
+    @property
+    def lost(self) -> float:
+        """The fraction of the loop's time in gaps."""
+        return sum(self.gaps) / self.seconds
+
+
+GAP = 5e-6  # longer than any pause of the loop itself between two readings
+
+
+def interruptions(seconds: float = 1.0) -> Interruptions:
+    """Reads the clock in a loop for ``seconds`` and keeps the gaps between two
+    readings longer than :data:`GAP`: the times the host took this core away.
+
+    >>> interruptions(0.01).seconds >= 0.01
+    True
+    """
+    gaps = []
+    gap = int(GAP * 1e9)
+    start = last = time.perf_counter_ns()
+    end = start + int(seconds * 1e9)
+    while last < end:
+        now = time.perf_counter_ns()
+        if now - last > gap:
+            gaps.append((now - last) / 1e9)
+        last = now
+    return Interruptions((last - start) / 1e9, gaps)
+
+
 def rust_loop(engine: tt.runtime.Engine, xs: np.ndarray) -> list[float]:
     """The seconds of every step of ``xs`` timed in Rust (``time_steps``), after an
     untimed warm-up, from fresh states."""
@@ -795,6 +859,7 @@ def model_tables(
     roofs = {}
     latencies = {}
     rates = {}
+    tails: dict[str, float] = {}
     simd = None
     for name, (model, shape) in chosen.items():
         model.eval()
@@ -805,6 +870,7 @@ def model_tables(
         simd = tt.runtime.load(path).simd
         roofs[name] = roofline(model, shape, bandwidth, peak, folder)
         latencies[name] = latency(model, shape, xs, rust_xs, path, ort)
+        tails[name] = host_tail(latencies[name].rust[0] * 1e-6, rust_steps)
         print(latency_row(name, latencies[name], roofs[name]), flush=True)
         batch = rng.normal(size=(20, STREAMS, *shape)).astype(np.float32)
         rates[name] = throughput(model, shape, batch, path, ort)
@@ -815,6 +881,8 @@ def model_tables(
     print_throughput(rates)
     print()
     print_all_cores(latencies)
+    print()
+    print_tails(latencies, tails, rust_steps)
     print()
     if ort:
         print_onnx_check(latencies, rates)
@@ -874,6 +942,26 @@ def print_all_cores(latencies: dict[str, Latency]) -> None:
         print(f"{name:<{NAME}} | {pair(t.step, 2):>14} | {pair(t.step_all, 2):>15} | "
               f"{pair(t.rust, 2):>13} | {pair(t.rust_all, 2):>14} | "
               f"{t.eager[0] / t.step_all[0]:>19.1f}x")  # fmt: skip
+
+
+def print_tails(latencies: dict[str, Latency], tails: dict[str, float], repeats: int) -> None:
+    print("p99 / median of the Rust loop, one core, against the host's: fixed CPU work as "
+          "long as each median (a Python loop, no memory traffic), timed "
+          f"{repeats} times")  # fmt: skip
+    print(f"{'model':<{NAME}} | {'Rust median us':>14} | {'Rust p99/median':>15} | "
+          f"{'host p99/median':>15}")  # fmt: skip
+    for name, t in latencies.items():
+        print(f"{name:<{NAME}} | {t.rust[0]:>14.2f} | {t.rust[1] / t.rust[0]:>14.2f}x | "
+              f"{tails[name]:>14.2f}x")  # fmt: skip
+    seen = interruptions()
+    gaps = sorted(seen.gaps)
+    if not gaps:
+        print(f"host: no gap over {GAP * 1e6:.0f} us in {seen.seconds:.1f} s of a busy loop")
+        return
+    median, p99 = (gaps[int(q * (len(gaps) - 1))] * 1e6 for q in (0.5, 0.99))
+    print(f"host: a busy loop lost {seen.lost:.1%} of {seen.seconds:.1f} s to {len(gaps)} gaps "
+          f"over {GAP * 1e6:.0f} us (one every {seen.seconds / len(gaps) * 1e3:.2f} ms; "
+          f"median {median:.0f} us, p99 {p99:.0f}, longest {gaps[-1] * 1e6:.0f})")  # fmt: skip
 
 
 def print_onnx_check(latencies: dict[str, Latency], rates: dict[str, Rates]) -> None:
