@@ -34,8 +34,8 @@ Table 3: batch 1 again, the engine on every core (``set_threads``: a single
 stream's linear layers split by output columns), against one core.
 
 Table 4: the Rust loop's p99 / median on one core, against the same ratio for
-fixed CPU work of the same length (:func:`host_tail`: a Python loop, no memory
-traffic, no engine) timed as many times, and a line on the host's
+fixed CPU work of the same length (:func:`spin_iterations`: a Python loop, no
+memory traffic, no engine) timed as many times in turn with it, and a line on the host's
 interruptions of a busy loop (:func:`interruptions`): on a shared VM those set
 the p99 of any step long enough to be hit by them.
 
@@ -554,22 +554,22 @@ def _spin(n: int) -> None:
         pass
 
 
-def host_tail(seconds: float, repeats: int) -> float:
-    """p99 / median of a fixed piece of CPU work that takes about ``seconds``,
-    timed ``repeats`` times: what the host's interruptions alone make of the p99
-    of a step that long (a Python loop: no memory traffic, no engine).
+def spin_iterations(seconds: float) -> int:
+    """The iterations of an empty Python loop that take about ``seconds`` (best of
+    5 timings): fixed CPU work with no memory traffic, timed by :func:`latency`
+    beside the Rust loop to show what the host's interruptions alone make of the
+    p99 of a step that long.
 
-    >>> host_tail(2e-6, 200) >= 1.0
+    >>> spin_iterations(1e-5) > spin_iterations(1e-6) >= 1
     True
     """
     n = 1
-    while True:  # the iterations that take ``seconds``, doubling, best of 5 timings
+    while True:  # doubling until it takes ``seconds``
         took = min(timed(_spin, [n] * 5))
         if took >= seconds or n >= 1 << 30:
             break
         n *= 2
-    median, p99 = summary(timed(_spin, [max(1, round(n * seconds / took))] * repeats))
-    return p99 / median
+    return max(1, round(n * seconds / took))
 
 
 @dataclass(frozen=True)
@@ -662,6 +662,7 @@ class Latency:
     rust: Timing
     step_all: Timing  # step() with set_threads(cores())
     rust_all: Timing  # the Rust loop with set_threads(cores())
+    host: Timing  # fixed CPU work as long as the Rust loop's steps (see spin_iterations)
 
 
 def latency(
@@ -687,8 +688,9 @@ def latency(
         single, onnx_off = onnx_step(ort, model, shape, xs, 1, path.with_suffix(".onnx"))
     engine = tt.runtime.load(path)
     times: dict[str, list[float]] = {
-        k: [] for k in ("eager", "compiled", "onnx", "step", "step_all", "rust", "rust_all")
+        k: [] for k in ("eager", "compiled", "onnx", "step", "step_all", "rust", "rust_all", "host")
     }
+    spin = 0
     run_seconds = 0.0
     rounds = zip(np.array_split(xs, ROUNDS), np.array_split(rust_xs, ROUNDS), strict=True)
     for part, rust_part in rounds:
@@ -712,6 +714,8 @@ def latency(
         run_seconds += time.perf_counter() - start
         engine.reset()
         times["rust"] += rust_loop(engine, rust_part)
+        spin = spin or spin_iterations(statistics.median(times["rust"]))
+        times["host"] += timed(_spin, [spin] * len(rust_part))
         engine.set_threads(cores())  # one stream's linear layers split by columns
         times["step_all"] += timed(engine.step, part)
         engine.reset()
@@ -729,6 +733,7 @@ def latency(
         summary(times["rust"]),
         summary(times["step_all"]),
         summary(times["rust_all"]),
+        summary(times["host"]),
     )
 
 
@@ -859,7 +864,6 @@ def model_tables(
     roofs = {}
     latencies = {}
     rates = {}
-    tails: dict[str, float] = {}
     simd = None
     for name, (model, shape) in chosen.items():
         model.eval()
@@ -870,7 +874,6 @@ def model_tables(
         simd = tt.runtime.load(path).simd
         roofs[name] = roofline(model, shape, bandwidth, peak, folder)
         latencies[name] = latency(model, shape, xs, rust_xs, path, ort)
-        tails[name] = host_tail(latencies[name].rust[0] * 1e-6, rust_steps)
         print(latency_row(name, latencies[name], roofs[name]), flush=True)
         batch = rng.normal(size=(20, STREAMS, *shape)).astype(np.float32)
         rates[name] = throughput(model, shape, batch, path, ort)
@@ -882,7 +885,7 @@ def model_tables(
     print()
     print_all_cores(latencies)
     print()
-    print_tails(latencies, tails, rust_steps)
+    print_tails(latencies)
     print()
     if ort:
         print_onnx_check(latencies, rates)
@@ -944,15 +947,15 @@ def print_all_cores(latencies: dict[str, Latency]) -> None:
               f"{t.eager[0] / t.step_all[0]:>19.1f}x")  # fmt: skip
 
 
-def print_tails(latencies: dict[str, Latency], tails: dict[str, float], repeats: int) -> None:
+def print_tails(latencies: dict[str, Latency]) -> None:
     print("p99 / median of the Rust loop, one core, against the host's: fixed CPU work as "
-          "long as each median (a Python loop, no memory traffic), timed "
-          f"{repeats} times")  # fmt: skip
+          "long as each median (a Python loop, no memory traffic), timed as often, in turn "
+          "with it")  # fmt: skip
     print(f"{'model':<{NAME}} | {'Rust median us':>14} | {'Rust p99/median':>15} | "
           f"{'host p99/median':>15}")  # fmt: skip
     for name, t in latencies.items():
         print(f"{name:<{NAME}} | {t.rust[0]:>14.2f} | {t.rust[1] / t.rust[0]:>14.2f}x | "
-              f"{tails[name]:>14.2f}x")  # fmt: skip
+              f"{t.host[1] / t.host[0]:>14.2f}x")  # fmt: skip
     seen = interruptions()
     gaps = sorted(seen.gaps)
     if not gaps:
