@@ -35,9 +35,9 @@ stream's linear layers split by output columns), against one core.
 
 Table 4: the Rust loop's p99 / median on one core, against the same ratio for
 fixed CPU work of the same length (:func:`spin_iterations`: a Python loop, no
-memory traffic, no engine) timed as many times in turn with it, and a line on the host's
-interruptions of a busy loop (:func:`interruptions`): on a shared VM those set
-the p99 of any step long enough to be hit by them.
+memory traffic, no engine) timed as many times, in turn with it; and a line on
+the host's interruptions of a busy loop (:func:`interruptions`): on a shared VM
+those set the p99 of any step long enough to be hit by them.
 
 Table 5 (``events``): the event-driven path. A 1024-1024 linear layer fed by
 hard spikes at 5%, 10% and 50% activity (a new random pattern every step),
