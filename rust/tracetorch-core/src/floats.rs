@@ -73,7 +73,7 @@ mod tests {
         for n in [1, 3, 16, 1000, 1 << 20] {
             let zeros = Floats::zeros(n);
             let copy = Floats::from(&vec![1.5; n][..]);
-            let collected: Floats = std::iter::repeat(1.5).take(n).collect();
+            let collected: Floats = std::iter::repeat_n(1.5, n).collect();
             assert_eq!(collected, copy);
             for f in [&zeros, &copy, &collected, &zeros.clone()] {
                 assert_eq!(f.as_ptr() as usize % LINE, 0, "{n} floats");

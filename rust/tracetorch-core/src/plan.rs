@@ -603,7 +603,7 @@ fn check_offsets(bytes: &[u8]) -> Result<()> {
     for (name, info) in &entries {
         let offsets = info.get("data_offsets").and_then(Value::as_array);
         for o in offsets.into_iter().flatten() {
-            if o.as_u64().map_or(true, |o| o > data.len() as u64) {
+            if o.as_u64().is_none_or(|o| o > data.len() as u64) {
                 return Err(safetensors::SafeTensorError::InvalidOffset(name.clone()).into());
             }
         }
@@ -1555,7 +1555,7 @@ mod tests {
     #[test]
     fn huge_headers_are_refused_before_parsing() {
         let mut bytes = ((MAX_HEADER_BYTES + 1) as u64).to_le_bytes().to_vec();
-        bytes.extend(std::iter::repeat(b' ').take(MAX_HEADER_BYTES + 1));
+        bytes.extend(std::iter::repeat_n(b' ', MAX_HEADER_BYTES + 1));
         let e = Plan::from_bytes(&bytes).unwrap_err();
         assert!(matches!(e, Error::HeaderTooLarge { .. }), "{e}");
     }

@@ -558,7 +558,7 @@ fn row_tile<S: Simd, const R: usize, const V: usize, const W: usize>(
     let mut c = cols.start;
     // `W`-vector blocks start at their own multiples, which never straddle
     // a panel's edge (panels are multiples of 64 columns, or one panel).
-    while c % (W * lanes) != 0 && c + V * lanes <= cols.end {
+    while !c.is_multiple_of(W * lanes) && c + V * lanes <= cols.end {
         tile::<S, R, V, 1>(simd, o, &rows, y, m, c, false, true);
         c += V * lanes;
     }

@@ -228,7 +228,7 @@ fn work(shared: &Shared, index: usize) {
         spins = spins.wrapping_add(1);
         std::hint::spin_loop();
         // The clock is read once per 256 spins (a few microseconds).
-        if spins % 256 == 0 && idle.elapsed() > SPIN_FOR {
+        if spins.is_multiple_of(256) && idle.elapsed() > SPIN_FOR {
             let asleep = &shared.asleep[index];
             asleep.store(true, Ordering::SeqCst);
             if generation(shared.job.load(Ordering::SeqCst)) == seen
