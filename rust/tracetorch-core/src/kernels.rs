@@ -151,8 +151,7 @@ const LEFT_PACK: [u64; 256] = {
 /// mask of non-zeros, at the end of the list, which then grows by the mask's
 /// count. A bit loop per 32 inputs mispredicted at its exit on random
 /// spikes (1024-16 at 8% activity, in the conv model: about a third of the
-/// layer's time). It gives up as soon as a block of 64 inputs takes the
-/// list past `limit`.
+/// layer's time).
 ///
 /// # Safety
 /// The CPU runs AVX2 and POPCNT.
@@ -160,18 +159,13 @@ const LEFT_PACK: [u64; 256] = {
 #[target_feature(enable = "avx2,popcnt")]
 unsafe fn left_pack_avx2<'a>(x: &[f32], active: &'a mut [u32], limit: usize) -> Option<&'a [u32]> {
     use std::arch::x86_64::*;
-    assert!(active.len() >= x.len(), "an index per input");
     let zero = _mm256_setzero_ps();
     let eight = _mm256_set1_epi32(8);
     // The index of each lane of the current vector of inputs.
     let mut indices = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    let (mut nnz, mut i) = (0, 0);
-    // One vector of 8 inputs at `i`.
-    let mut pack = |i: usize, nnz: &mut usize| {
-        // SAFETY: the caller keeps `i + 8 <= x.len()`; the store writes
-        // `nnz..nnz + 8`, and `nnz <= i` (at most one index per input
-        // before `i`), so it ends within `x.len() <= active.len()`; the
-        // mask indexes the 256 entries of the table.
+    left_pack::<8>(x, active, limit, |i, to| {
+        // SAFETY: `left_pack` keeps `i + 8 <= x.len()` and room for 8
+        // indices at `to`; the mask indexes the 256 entries of the table.
         unsafe {
             let v = _mm256_loadu_ps(x.as_ptr().add(i));
             // Unordered: NaN counts as active, as `!= 0.0` has it.
@@ -179,42 +173,18 @@ unsafe fn left_pack_avx2<'a>(x: &[f32], active: &'a mut [u32], limit: usize) -> 
             let table = LEFT_PACK.as_ptr().add(mask).cast::<__m128i>();
             let lanes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(table));
             let kept = _mm256_permutevar8x32_epi32(indices, lanes);
-            _mm256_storeu_si256(active.as_mut_ptr().add(*nnz).cast(), kept);
-            *nnz += mask.count_ones() as usize;
+            _mm256_storeu_si256(to.cast(), kept);
             indices = _mm256_add_epi32(indices, eight);
+            mask.count_ones() as usize
         }
-    };
-    // Blocks of 64, unrolled: the loop and the limit cost once per block
-    // (the 1024-16 layer of the conv model: 2,100 -> 1,270 instructions a
-    // step, counted by callgrind on AVX2).
-    while i + 64 <= x.len() {
-        for j in 0..8 {
-            pack(i + 8 * j, &mut nnz);
-        }
-        i += 64;
-        if nnz > limit {
-            return None;
-        }
-    }
-    while i + 8 <= x.len() {
-        pack(i, &mut nnz);
-        i += 8;
-    }
-    for (j, v) in x.iter().enumerate().skip(i) {
-        // Written whatever the value, kept only if it is non-zero.
-        active[nnz] = j as u32;
-        nnz += usize::from(*v != 0.0);
-    }
-    if nnz > limit {
-        return None;
-    }
-    Some(&active[..nnz])
+    })
 }
 
 /// [`left_pack_avx2`] 16 inputs at a time, the lanes kept packed by the
 /// CPU (`vpcompressd` into a register: its form that stores to memory is
-/// slow on Zen 4), no table. Half the vectors of the AVX2 loop, each adding
-/// to the list's length, which the next store waits for.
+/// slow on Zen 4), no table: half the vectors, each adding to the list's
+/// length, which the next store waits for (1024-16 at 8.7% spikes: 157.7 ->
+/// 143.7 ns on a Zen 5).
 ///
 /// # Safety
 /// The CPU runs AVX-512 F and POPCNT.
@@ -226,37 +196,61 @@ unsafe fn left_pack_avx512<'a>(
     limit: usize,
 ) -> Option<&'a [u32]> {
     use std::arch::x86_64::*;
-    assert!(active.len() >= x.len(), "an index per input");
     let zero = _mm512_setzero_ps();
     let sixteen = _mm512_set1_epi32(16);
     let mut indices = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    let (mut nnz, mut i) = (0, 0);
-    let mut pack = |i: usize, nnz: &mut usize| {
-        // SAFETY: as in `left_pack_avx2`, with 16 for 8.
+    left_pack::<16>(x, active, limit, |i, to| {
+        // SAFETY: `left_pack` keeps `i + 16 <= x.len()` and room for 16
+        // indices at `to`.
         unsafe {
             let v = _mm512_loadu_ps(x.as_ptr().add(i));
             // Unordered: NaN counts as active, as `!= 0.0` has it.
             let mask = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, zero);
             let kept = _mm512_maskz_compress_epi32(mask, indices);
-            _mm512_storeu_si512(active.as_mut_ptr().add(*nnz).cast(), kept);
-            *nnz += mask.count_ones() as usize;
+            _mm512_storeu_si512(to.cast(), kept);
             indices = _mm512_add_epi32(indices, sixteen);
+            mask.count_ones() as usize
         }
-    };
+    })
+}
+
+/// The loop of the left-packs: `pack(i, to)` writes the indices of the
+/// `LANES` inputs from `i`, those of the non-zero ones first, at `to` (the
+/// list's end, with room for `LANES`), and returns how many are non-zero.
+/// It gives up as soon as a block of 64 inputs takes the list past `limit`;
+/// the loop and the limit cost once per block (the 1024-16 layer of the conv
+/// model: 2,100 -> 1,270 instructions a step, counted by callgrind on AVX2).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn left_pack<'a, const LANES: usize>(
+    x: &[f32],
+    active: &'a mut [u32],
+    limit: usize,
+    mut pack: impl FnMut(usize, *mut u32) -> usize,
+) -> Option<&'a [u32]> {
+    assert!(active.len() >= x.len(), "an index per input");
+    let to = active.as_mut_ptr();
+    let (mut nnz, mut i) = (0, 0);
+    // Every `pack(i, ..)` below has `i + LANES <= x.len()`, and `nnz <= i`
+    // (at most one index per input before `i`): its `LANES` indices at
+    // `nnz` end within `x.len() <= active.len()`.
     while i + 64 <= x.len() {
-        for j in 0..4 {
-            pack(i + 16 * j, &mut nnz);
+        for j in 0..64 / LANES {
+            // SAFETY: as above (`nnz <= active.len()`).
+            nnz += pack(i + LANES * j, unsafe { to.add(nnz) });
         }
         i += 64;
         if nnz > limit {
             return None;
         }
     }
-    while i + 16 <= x.len() {
-        pack(i, &mut nnz);
-        i += 16;
+    while i + LANES <= x.len() {
+        // SAFETY: as above.
+        nnz += pack(i, unsafe { to.add(nnz) });
+        i += LANES;
     }
     for (j, v) in x.iter().enumerate().skip(i) {
+        // Written whatever the value, kept only if it is non-zero.
         active[nnz] = j as u32;
         nnz += usize::from(*v != 0.0);
     }
