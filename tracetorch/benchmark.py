@@ -877,6 +877,7 @@ def model_tables(
         print(latency_row(name, latencies[name], roofs[name]), flush=True)
         batch = rng.normal(size=(20, STREAMS, *shape)).astype(np.float32)
         rates[name] = throughput(model, shape, batch, path, ort)
+    seen = interruptions()  # once every model is timed: nothing else runs meanwhile
     print(f"(engine kernels: {simd})")
     print()
     print_roofline(roofs, latencies, bandwidth)
@@ -885,7 +886,7 @@ def model_tables(
     print()
     print_all_cores(latencies)
     print()
-    print_tails(latencies)
+    print_tails(latencies, seen)
     print()
     if ort:
         print_onnx_check(latencies, rates)
@@ -947,7 +948,7 @@ def print_all_cores(latencies: dict[str, Latency]) -> None:
               f"{t.eager[0] / t.step_all[0]:>19.1f}x")  # fmt: skip
 
 
-def print_tails(latencies: dict[str, Latency]) -> None:
+def print_tails(latencies: dict[str, Latency], seen: Interruptions) -> None:
     print("p99 / median of the Rust loop, one core, against the host's: fixed CPU work as "
           "long as each median (a Python loop, no memory traffic), timed as often, in turn "
           "with it")  # fmt: skip
@@ -956,15 +957,14 @@ def print_tails(latencies: dict[str, Latency]) -> None:
     for name, t in latencies.items():
         print(f"{name:<{NAME}} | {t.rust[0]:>14.2f} | {t.rust[1] / t.rust[0]:>14.2f}x | "
               f"{t.host[1] / t.host[0]:>14.2f}x")  # fmt: skip
-    seen = interruptions()
-    gaps = sorted(seen.gaps)
+    gaps = seen.gaps
     if not gaps:
         print(f"host: no gap over {GAP * 1e6:.0f} us in {seen.seconds:.1f} s of a busy loop")
         return
-    median, p99 = (gaps[int(q * (len(gaps) - 1))] * 1e6 for q in (0.5, 0.99))
+    median, p99 = summary(gaps)
     print(f"host: a busy loop lost {seen.lost:.1%} of {seen.seconds:.1f} s to {len(gaps)} gaps "
           f"over {GAP * 1e6:.0f} us (one every {seen.seconds / len(gaps) * 1e3:.2f} ms; "
-          f"median {median:.0f} us, p99 {p99:.0f}, longest {gaps[-1] * 1e6:.0f})")  # fmt: skip
+          f"median {median:.0f} us, p99 {p99:.0f}, longest {max(gaps) * 1e6:.0f})")  # fmt: skip
 
 
 def print_onnx_check(latencies: dict[str, Latency], rates: dict[str, Rates]) -> None:
