@@ -458,6 +458,8 @@ pub(crate) struct NeuronLayer {
     pub(crate) column_stride: usize,
     /// Product of the sample axes after the neuron axis.
     pub(crate) inner: usize,
+    /// The compiled update of the layer.
+    variant: Variant,
 }
 
 /// One timestep of one neuron: `neuron_step` for a single element.
@@ -604,13 +606,36 @@ pub(crate) trait ForTraces {
     fn run<T: Traces>(self) -> Self::Output;
 }
 
+/// Which compiled update serves a layer, beyond its trace shape: whether
+/// its spike is the edge ([`Traces::EDGE_SPIKE`]) and its family-A base.
+/// Chosen at load ([`NeuronLayer::new`]), not at every step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Variant {
+    edge: bool,
+    base: u8,
+}
+
+impl Variant {
+    /// The variant of a layer of `spec` firing with `fire`.
+    fn of(spec: &NeuronSpec, fire: &Fire) -> Variant {
+        Variant {
+            edge: spec.fires() && fire.spike == Spike::Sigmoid4x && fire.quant == Quant::Round(1.0),
+            base: base_of(spec),
+        }
+    }
+}
+
 /// Runs `work` compiled for the traces of `spec` and the spike of `fire`.
-#[inline(always)]
+#[cfg(test)]
 pub(crate) fn with_traces<W: ForTraces>(spec: &NeuronSpec, fire: &Fire, work: W) -> W::Output {
-    let edge = spec.fires() && fire.spike == Spike::Sigmoid4x && fire.quant == Quant::Round(1.0);
+    with_variant(spec, Variant::of(spec, fire), work)
+}
+
+/// Runs `work` compiled for the traces of `spec` and `variant` (of `spec`).
+#[inline(always)]
+fn with_variant<W: ForTraces>(spec: &NeuronSpec, variant: Variant, work: W) -> W::Output {
     // An `LI` never fires, so never takes the edge spike.
-    match (edge, base_of(spec)) {
-        (false, ANY_BASE) => with_shape::<false, ANY_BASE, W>(spec, work),
+    match (variant.edge, variant.base) {
         (false, LI) => with_shape::<false, LI, W>(spec, work),
         (false, LIB) => with_shape::<false, LIB, W>(spec, work),
         (false, LIT) => with_shape::<false, LIT, W>(spec, work),
@@ -619,7 +644,7 @@ pub(crate) fn with_traces<W: ForTraces>(spec: &NeuronSpec, fire: &Fire, work: W)
         (true, LIT) => with_shape::<true, LIT, W>(spec, work),
         (true, LITS) => with_shape::<true, LITS, W>(spec, work),
         (true, _) => with_shape::<true, ANY_BASE, W>(spec, work),
-        (false, _) => unreachable!("base_of gives a listed base"),
+        (false, _) => with_shape::<false, ANY_BASE, W>(spec, work),
     }
 }
 
@@ -798,6 +823,7 @@ impl NeuronLayer {
         NeuronLayer {
             spec,
             fire,
+            variant: Variant::of(&spec, &fire),
             columns,
             column_stride,
             params,
@@ -851,7 +877,7 @@ pub(crate) fn neuron_kernel(
         out,
         states,
     };
-    with_traces(&layer.spec, &layer.fire, Dispatch { k, pass })
+    with_variant(&layer.spec, layer.variant, Dispatch { k, pass })
 }
 
 /// Runs a [`NeuronPass`] on the instruction set of `k`, for given traces.
