@@ -550,69 +550,46 @@ impl<const D: bool, const S: bool, const R: bool, const E: bool, const B: u8> Tr
 
 /// A spec known only at run time.
 const ANY_BASE: u8 = 0;
-/// The family-A bases whose spec [`family_a`] fixes (`LIEMA`, rare, is left
-/// to run time: every base compiles to one more loop per trace shape,
+/// The family-A bases whose spec [`fixed_spec`] fixes (`LIEMA`, rare, is
+/// left to run time: every base compiles to one more loop per trace shape,
 /// layout and instruction set).
 const LI: u8 = 1;
 const LIB: u8 = 2;
 const LIT: u8 = 3;
 const LITS: u8 = 4;
-/// The family-B bases whose spec [`family_b`] fixes: the 12 wrappers of
+/// The family-B bases whose spec [`fixed_spec`] fixes: the 12 wrappers of
 /// `LeakyIntegrator` with their default averaging.
 const LIF: u8 = 5;
 const BLIF: u8 = 6;
 const READOUT: u8 = 7;
-/// Every base that fixes a spec ([`fixed_spec`]).
+/// Every base that fixes a spec.
 const BASES: [u8; 7] = [LI, LIB, LIT, LITS, LIF, BLIF, READOUT];
 
-/// The spec that `base` fixes for these traces ([`family_a`], [`family_b`]).
+/// The spec that `base` fixes for these traces, `None` for [`ANY_BASE`] and
+/// for a family-B base with dual traces, which family B does not have.
+///
+/// Family A is `layout` in `tracetorch/snn/_family_a.py`: every trace
+/// averages but the membrane, a firing layer has a spike bias. Family B is
+/// `spec_of` in `tracetorch/snn/_family_b.py` with each decay's default:
+/// the synaptic and recurrent traces average, the membrane only in a
+/// readout; the recurrent wrappers have a drive bias, and the negative spike
+/// sees the membrane after the positive reset.
 const fn fixed_spec(dual: bool, synaptic: bool, recurrent: bool, base: u8) -> Option<NeuronSpec> {
-    match base {
-        LIF | BLIF | READOUT => family_b(dual, synaptic, recurrent, base),
-        _ => family_a(dual, synaptic, recurrent, base),
-    }
-}
-
-/// The spec of the family-A layer `[D][S][R]<base>` (`layout` in
-/// `tracetorch/snn/_family_a.py`), `None` for [`ANY_BASE`].
-const fn family_a(dual: bool, synaptic: bool, recurrent: bool, base: u8) -> Option<NeuronSpec> {
-    let output = match base {
-        LI => OutputKind::Membrane,
-        LIB => OutputKind::Binary,
-        LIT | LITS => OutputKind::Ternary,
+    use BiasSite::{Drive, None as NoBias, Spike};
+    use OutputKind::{Binary, Membrane, Ternary};
+    let drive = if recurrent { Drive } else { NoBias };
+    // (output, the membrane averages, bias, output scales, family B)
+    let (output, mem_ema, bias, scaled, family_b) = match base {
+        LI => (Membrane, false, NoBias, false, false),
+        LIB => (Binary, false, Spike, false, false),
+        LIT => (Ternary, false, Spike, false, false),
+        LITS => (Ternary, false, Spike, true, false),
+        LIF => (Binary, false, drive, false, true),
+        BLIF => (Ternary, false, drive, true, true),
+        READOUT => (Membrane, true, drive, false, true),
         _ => return None,
     };
-    Some(NeuronSpec {
-        dual,
-        synaptic,
-        recurrent,
-        syn_ema: true,
-        rec_ema: true,
-        mem_ema: false,
-        bias: if base == LI {
-            BiasSite::None
-        } else {
-            BiasSite::Spike
-        },
-        output,
-        scaled: base == LITS,
-        neg_sees_pos_reset: false,
-    })
-}
-
-/// The spec of the family-B wrapper `[B][S][R]LIF` or `[S][R]Readout`
-/// (`spec_of` in `tracetorch/snn/_family_b.py`, each decay averaging as by
-/// default: the synaptic and recurrent traces do, the membrane only in a
-/// readout; the recurrent wrappers have a drive bias); `None` for other
-/// bases and dual traces, which family B does not have.
-const fn family_b(dual: bool, synaptic: bool, recurrent: bool, base: u8) -> Option<NeuronSpec> {
-    let output = match base {
-        LIF => OutputKind::Binary,
-        BLIF => OutputKind::Ternary,
-        READOUT => OutputKind::Membrane,
-        _ => return None,
-    };
-    if dual {
+    if family_b && dual {
         return None;
     }
     Some(NeuronSpec {
@@ -621,15 +598,11 @@ const fn family_b(dual: bool, synaptic: bool, recurrent: bool, base: u8) -> Opti
         recurrent,
         syn_ema: true,
         rec_ema: true,
-        mem_ema: base == READOUT,
-        bias: if recurrent {
-            BiasSite::Drive
-        } else {
-            BiasSite::None
-        },
+        mem_ema,
+        bias,
         output,
-        scaled: base == BLIF,
-        neg_sees_pos_reset: true,
+        scaled,
+        neg_sees_pos_reset: family_b,
     })
 }
 
@@ -1157,7 +1130,7 @@ impl<T: Traces, const LAYOUT: u8> WithSimd for Sweep<'_, T, LAYOUT> {
         }
         // Local copies: held in registers and tested once, where fields read
         // through the layer were reloaded and tested for every vector.
-        let (spec, fire) = (T::spec(&layer.spec), layer.fire);
+        let (spec, fire) = (layer.spec, layer.fire);
         let (spec, fire) = (&spec, &fire);
         let rows = rows_in(x.len(), block);
         let stride = layer.column_stride;
