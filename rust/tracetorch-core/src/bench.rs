@@ -6,7 +6,7 @@
 //! engine runs, without a model file around it.
 
 use crate::floats::Floats;
-use crate::kernels::{self, Taps, Window};
+use crate::kernels::{self, DirectLayout, Window};
 use crate::neuron::{neuron_kernel, BiasSite, Fire, NeuronLayer, NeuronSpec, OutputKind, Quant};
 use crate::neuron::{Spike, BETA, BIAS, NPARAM, NSLOT, POS_THRESHOLD};
 use crate::plan::linear_weights;
@@ -83,7 +83,7 @@ impl LinearCase {
 pub struct ConvCase {
     kernels: Kernels,
     window: Window,
-    taps: Taps,
+    layout: DirectLayout,
     out_channels: usize,
     x: Floats,
     y: Floats,
@@ -114,14 +114,15 @@ impl ConvCase {
             oh: o,
             ow: o,
         };
+        let weight = values(out_channels * channels * 9, 5);
         Some(ConvCase {
             kernels: Kernels::new(isa)?,
-            taps: window.taps(1),
+            layout: window.layout(1, &weight, out_channels),
             window,
             out_channels,
             x: values(channels * side * side * streams, 4),
             y: Floats::zeros(out_channels * o * o * streams),
-            weight: values(out_channels * channels * 9, 5),
+            weight,
             bias: values(out_channels, 6),
             col: Floats::zeros(window.scratch_floats(1)?),
         })
@@ -136,7 +137,7 @@ impl ConvCase {
             &self.weight,
             Some(&self.bias),
             &self.window,
-            &self.taps,
+            &self.layout,
             self.out_channels,
             1,
             &mut self.col,

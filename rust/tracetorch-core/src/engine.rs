@@ -523,7 +523,7 @@ impl Engine {
                     weight,
                     bias,
                     window,
-                    taps,
+                    layout,
                     out_channels,
                     groups,
                 } => {
@@ -546,7 +546,7 @@ impl Engine {
                                 weight,
                                 bias.as_deref(),
                                 window,
-                                taps,
+                                layout,
                                 *out_channels,
                                 *groups,
                                 &mut s.col,

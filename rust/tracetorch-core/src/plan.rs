@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::floats::Floats;
-use crate::kernels::{self, Binary, PoolKind, Taps, Unary, Window};
+use crate::kernels::{self, Binary, DirectLayout, PoolKind, Unary, Window};
 use crate::neuron::{Fire, NeuronLayer, NeuronSpec, ParamRow, Quant, Spike, NPARAM, PARAM_NAMES};
 use crate::simd::to_panels;
 
@@ -70,8 +70,8 @@ pub(crate) enum Kernel {
         weight: Floats,
         bias: Option<Floats>,
         window: Window,
-        /// [`Window::taps`] of the window and groups.
-        taps: Taps,
+        /// [`Window::layout`] of the window, groups and weights.
+        layout: DirectLayout,
         out_channels: usize,
         groups: usize,
     },
@@ -988,9 +988,9 @@ impl Builder {
                 };
                 (
                     Some(Kernel::Conv {
+                        layout: window.layout(groups, &weight, o),
                         weight: weight.into(),
                         bias,
-                        taps: window.taps(groups),
                         window,
                         out_channels: o,
                         groups,
