@@ -608,7 +608,8 @@ impl Window {
 /// The inner loops then run over one list, not three nested loops.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct DirectLayout {
-    /// In the padded input.
+    /// In the padded input; increasing (the weights' order is `c`, `ky`,
+    /// `kx`), so that the last tap reads furthest.
     by_row: Vec<usize>,
     /// In the `KW` shifted copies.
     by_plane: Vec<usize>,
@@ -1040,7 +1041,9 @@ unsafe fn conv_halves_avx512(
         1 => v * row_step,
         _ => (v / per_row) * row_step + (v % per_row) * HALF,
     };
-    let last = taps.iter().max().copied().unwrap_or(0) + input_at(vectors.saturating_sub(1));
+    // The last tap reads furthest (`DirectLayout::by_row`): no pass over
+    // the taps for their maximum.
+    let last = taps.last().copied().unwrap_or(0) + input_at(vectors.saturating_sub(1));
     assert!(vectors == 0 || last + HALF <= src.len());
     assert!(paired.len() >= pairs * kdim * MAX_LANES && y.len() == og * plane);
     assert!(bias.is_none_or(|b| b.len() >= og));
@@ -1504,7 +1507,9 @@ mod tests {
         each_isa(|k| {
             let mut col = vec![f32::NAN; g.scratch_floats(gr).unwrap()];
             y.fill(f32::NAN);
-            conv2d(k, x, y, w, b, g, &g.layout(gr, w, o), o, gr, &mut col);
+            let layout = g.layout(gr, w, o);
+            assert!(layout.by_row.is_sorted(), "the last tap reads furthest");
+            conv2d(k, x, y, w, b, g, &layout, o, gr, &mut col);
             match &first {
                 None => first = Some(y.to_vec()),
                 Some(f) => assert_eq!(f.as_slice(), &*y, "{}", k.isa()),
