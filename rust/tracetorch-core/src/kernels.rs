@@ -1002,9 +1002,10 @@ fn copy<S: Simd>(simd: S, dst: &mut [f32], src: &[f32]) {
 /// holds the same 8 output positions of two channels, the input's 8 floats
 /// loaded into both halves by one broadcast, each tap's two weights in the
 /// halves of one vector of `paired` ([`DirectLayout::paired`], this
-/// group's). So no lane idles and the input is read in place, copied only
-/// to pad it. Register tiles of [`HALVES_TILE`]. Sums in the order
-/// of [`DirectConv`], whose bits it gives.
+/// group's), for `cg` input and `og` output channels. So no lane idles
+/// and the input is read in place, copied only to pad it. Register tiles
+/// of [`HALVES_TILE`]. Sums in the order of [`DirectConv`], whose bits it
+/// gives.
 ///
 /// # Safety
 /// The CPU runs AVX-512 F and DQ.
@@ -1019,9 +1020,9 @@ unsafe fn conv_halves_avx512(
     g: &Window,
     taps: &[usize],
     padded: &mut [f32],
-    og: usize,
+    (cg, og): (usize, usize),
 ) {
-    let (cg, (ph, pw), plane) = (x.len() / (g.h * g.w), g.padded(), g.oh * g.ow);
+    let ((ph, pw), plane) = (g.padded(), g.oh * g.ow);
     let src = match g.pad {
         (0, 0) => x,
         _ => {
@@ -1217,7 +1218,7 @@ pub(crate) fn conv2d(
                 let taps = &layout.by_row;
                 // SAFETY: kernels for AVX-512 exist only on CPUs that run it
                 // (F, BW, CD, DQ and VL).
-                unsafe { conv_halves_avx512(x, y, paired, bias, g, taps, col, og) };
+                unsafe { conv_halves_avx512(x, y, paired, bias, g, taps, col, (cg, og)) };
                 continue;
             }
             if g.direct() {
