@@ -536,11 +536,29 @@ impl Window {
                 }
             }
         }
-        if self.by_halves() {
+        if self.paired_floats(groups, out_channels) != Some(0) {
             layout.paired =
                 paired_weights(weight, out_channels / groups.max(1), layout.by_row.len());
         }
         layout
+    }
+
+    /// The floats of [`DirectLayout::paired`] for `out_channels` over
+    /// `groups`, eight copies of each weight: 0 unless [`Window::by_halves`]
+    /// and the CPU runs AVX-512 (no other reads them). `None` on overflow.
+    pub(crate) fn paired_floats(&self, groups: usize, out_channels: usize) -> Option<usize> {
+        if !self.by_halves() || !crate::simd::Isa::Avx512.is_available() {
+            return Some(0);
+        }
+        let groups = groups.max(1);
+        let pairs = (out_channels / groups).div_ceil(2);
+        let kdim = (self.c / groups)
+            .checked_mul(self.kh)?
+            .checked_mul(self.kw)?;
+        groups
+            .checked_mul(pairs)?
+            .checked_mul(kdim)?
+            .checked_mul(MAX_LANES)
     }
 
     /// Whether an AVX-512 convolution cuts each output row into half
@@ -1096,6 +1114,7 @@ unsafe fn conv_halves_avx512(
 /// tap loads its weights once, then the inputs one at a time, each feeding
 /// both pairs (the conv model's 3-16 on 10x10, Zen 5: 2 x 8 took 244 ns, 4
 /// x 4 264 ns, 4 x 4 loading its 4 inputs first 328 ns; 234 ns at peak).
+#[cfg(target_arch = "x86_64")]
 const HALVES_TILE: (usize, usize) = (2, 8);
 
 /// Where a [`conv_halves_avx512`] tile stores: `y` is `[og, plane]`.

@@ -364,12 +364,19 @@ impl Tensors<'_, '_> {
                 value: data[index],
             });
         }
+        self.count(data.len())?;
+        Ok(data)
+    }
+
+    /// Counts `n` floats of weights (or of their copies laid out for a
+    /// kernel) against [`MAX_FLOATS`].
+    fn count(&mut self, n: usize) -> Result<()> {
         *self.weight_floats = self
             .weight_floats
-            .checked_add(data.len())
+            .checked_add(n)
             .filter(|&n| n <= MAX_FLOATS)
             .ok_or_else(|| too_large("the weights", None))?;
-        Ok(data)
+        Ok(())
     }
 
     /// A role's tensor, which must have exactly `expected` shape.
@@ -986,6 +993,8 @@ impl Builder {
                     oh,
                     ow,
                 };
+                // Counted before they are laid out: eight copies of each weight.
+                t.count(window.paired_floats(groups, o).unwrap_or(usize::MAX))?;
                 (
                     Some(Kernel::Conv {
                         layout: window.layout(groups, &weight, o),
