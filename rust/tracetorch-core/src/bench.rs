@@ -57,7 +57,7 @@ impl LinearCase {
             inp,
             out,
             event_limit: activity.map_or(0, |_| kernels::event_limit(inp, out)),
-            active: vec![0; inp],
+            active: vec![0; inp + kernels::ACTIVE_SLACK],
         })
     }
 

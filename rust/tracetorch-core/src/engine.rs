@@ -84,7 +84,8 @@ impl Scratch {
     fn new(plan: &Plan) -> Scratch {
         Scratch {
             col: Floats::zeros(plan.col_floats),
-            active: vec![0; plan.active_len],
+            // Slack to place the list in its page (`kernels::ACTIVE_SLACK`).
+            active: vec![0; plan.active_len + kernels::ACTIVE_SLACK],
         }
     }
 }

@@ -106,14 +106,32 @@ pub(crate) fn linear(
     run_dense(&mut y[first_dense * n..rows * n], first_dense..rows);
 }
 
-/// The indices of the non-zero entries of `x`, written to the front of
-/// `active` (at least `x.len()` long), if there are at most `limit`.
+/// Entries an active-input list holds beyond one per input (see
+/// [`active_inputs`]): a page of indices, room to start the list anywhere
+/// in a page.
+pub(crate) const ACTIVE_SLACK: usize = 1024;
+
+/// The indices of the non-zero entries of `x`, written into `active` (at
+/// least `x.len()` long), if there are at most `limit`. With
+/// [`ACTIVE_SLACK`] more entries the list starts half a page (modulo 4 KiB)
+/// away from `x`: where it started at `x`'s offset in its page, a silent
+/// input (every vector of indices stored at the list's start) made a
+/// 1024-16 layer take 376-420 ns on a Zen 5's AVX-512, against 80 ns with
+/// the list 64 bytes further on.
 fn active_inputs<'a>(
     k: &Kernels,
     x: &'a [f32],
     active: &'a mut [u32],
     limit: usize,
 ) -> Option<&'a [u32]> {
+    let active = match active.len() >= x.len() + ACTIVE_SLACK {
+        true => {
+            let (from, to) = (x.as_ptr() as usize, active.as_ptr() as usize);
+            let skew = from.wrapping_add(2048).wrapping_sub(to) % 4096 / size_of::<u32>();
+            &mut active[skew..]
+        }
+        false => active,
+    };
     match k.isa() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: kernels for these instruction sets exist only on CPUs
@@ -1571,6 +1589,21 @@ mod tests {
             linear(k, &half, &mut y, &wt, None, n, 3, 0..3, limit, &mut active);
             let even = |row: usize| (0..n).step_by(2).map(|i| (row * n + i) as f32).sum::<f32>();
             assert_eq!(y, [even(0), even(1), even(2)]);
+            // With slack, the list starts half a page from the input, at
+            // every offset of the buffer it is given; a silent input too.
+            let mut slack = vec![99u32; n + ACTIVE_SLACK + 64];
+            for input in [&x, &vec![0.0; n]] {
+                for shift in [0, 1, 16, 63] {
+                    let list = active_inputs(k, input, &mut slack[shift..], limit).unwrap();
+                    let from = list.as_ptr() as usize;
+                    let apart = (from.wrapping_sub(input.as_ptr() as usize)) % 4096;
+                    assert_eq!(
+                        (apart, list.len()),
+                        (2048, input.iter().filter(|v| **v != 0.0).count())
+                    );
+                    assert!(list.iter().all(|&i| input[i as usize] != 0.0));
+                }
+            }
         });
     }
 
