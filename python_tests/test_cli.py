@@ -111,7 +111,7 @@ def test_bench_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert tail[0] == "sensor" and float(tail[1]) > 0
     assert all(float(cell.rstrip("x")) >= 1 for cell in tail[2:]), tail
     assert lines[tails + 3].startswith("host: ")
-    for activity in ("5%", "10%", "50%"):
+    for activity in ("0%", "5%", "10%", "50%"):
         event = next(line for line in lines if line.strip().startswith(activity + " |"))
         assert float(event.split("|")[-1].strip().rstrip("x")) > 0
     for name in ("mlp ", "conv ", "wide "):

@@ -40,9 +40,9 @@ the host's interruptions of a busy loop (:func:`interruptions`): on a shared VM
 those set the p99 of any step long enough to be hit by them.
 
 Table 5 (``events``): the event-driven path. A 1024-1024 linear layer fed by
-hard spikes at 5%, 10% and 50% activity (a new random pattern every step),
-against the same layer fed by graded values (the dense path), per step in the
-pure-Rust loop.
+hard spikes at 0% (silent), 5%, 10% and 50% activity (a new random pattern
+every step), against the same layer fed by graded values (the dense path),
+per step in the pure-Rust loop.
 
 ONNX Runtime needs the ``bench`` extra (onnx, onnxruntime, onnxscript); without
 it its columns read n/a. Every exported model is checked against PyTorch over
@@ -994,7 +994,7 @@ def event_driven(folder: Path, steps: int, rng: np.random.Generator) -> None:
     dense = summary(rust_loop(engines["graded"], rng.normal(size=shape).astype(np.float32)))
     print(f"event-driven 1024-1024 layer, Rust loop: dense (graded inputs) {dense[0]:.2f} us")
     print(f"{'activity':>8} | {'median us':>9} | {'p99 us':>7} | speed-up over dense")
-    for activity in (0.05, 0.10, 0.50):
+    for activity in (0.0, 0.05, 0.10, 0.50):
         spikes = (rng.random(shape) < activity).astype(np.float32)  # a new pattern every step
         sparse = summary(rust_loop(engines["spiking"], spikes))
         print(f"{activity:>8.0%} | {sparse[0]:>9.2f} | {sparse[1]:>7.2f} | "
